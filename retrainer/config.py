@@ -1,0 +1,259 @@
+"""Typed configuration: the per-model YAML file and the process settings read from the environment.
+
+The YAML file (``retrainer.yaml`` in the working directory, or the path in ``RETRAINER_CONFIG``)
+maps model names to :class:`ModelConfig`. Every model and sub-model forbids unknown keys, so a typo
+is an error that names the key and the file instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retrainer.errors import ConfigError, UnknownModelError
+from retrainer.metric_catalog import DEFAULT_PRIMARY, METRICS_BY_TASK, TaskKind
+
+ModelName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+PromotionMode = Literal["enforce", "dry_run", "disabled"]
+ClassLabel = int | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LightGBMParams(_Strict):
+    """LightGBM hyper-parameters; ``n_estimators`` is the ceiling that early stopping works under."""
+
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2, le=131072)
+    n_estimators: int = Field(500, ge=1, le=100_000)
+    min_child_samples: int = Field(20, ge=1)
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_freq: int = Field(0, ge=0)
+    lambda_l2: float = Field(0.0, ge=0)
+    max_bin: int = Field(255, ge=2)
+    early_stopping_rounds: int = Field(50, ge=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    num_threads: int = Field(1, ge=0, description="0 lets LightGBM pick; 1 is fastest on busy 2-core hosts")
+    seed: int = 42
+
+
+class WindowConfig(_Strict):
+    """Training window: the newest ``batches`` accepted batches that are not in the holdout."""
+
+    batches: int = Field(10, ge=1)
+
+
+class HoldoutConfig(_Strict):
+    """Holdout: the newest ``batches`` batches; with too few batches, a seeded ``fraction`` of rows."""
+
+    batches: int = Field(1, ge=1)
+    fraction: float = Field(0.25, gt=0, lt=1)
+    seed: int = 7
+
+
+class PromotionPolicy(_Strict):
+    """The rules a challenger must pass to replace the champion. See ``retrainer.judgement``."""
+
+    metric: str | None = Field(None, description="Primary metric; default per task")
+    min_improvement: float = Field(0.0, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    guardrails: dict[str, float] = Field(default_factory=dict)
+    floors: dict[str, float] = Field(default_factory=dict)
+    slice_tolerance: float = Field(0.02, ge=0)
+    min_slice_rows: int = Field(200, ge=1)
+    min_holdout_rows: int = Field(100, ge=1)
+    resamples: int = Field(2000, ge=1000, le=100_000)
+    seed: int = 20240917
+    mode: PromotionMode = "enforce"
+
+    @field_validator("guardrails")
+    @classmethod
+    def _tolerances_are_non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, tolerance in value.items() if tolerance < 0]
+        if bad:
+            raise ValueError(f"guardrail tolerances must be >= 0: {', '.join(bad)}")
+        return value
+
+
+class ModelConfig(_Strict):
+    """Everything retrainer needs to know about one model."""
+
+    task: TaskKind
+    target: str
+    features: list[str] | None = None
+    categorical: dict[str, list[str]] = Field(default_factory=dict)
+    classes: list[ClassLabel] | None = None
+    time_column: str | None = None
+    slices: list[str] = Field(default_factory=list)
+    lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        problems = [*self._column_problems(), *self._class_problems(), *self._metric_problems()]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _column_problems(self) -> list[str]:
+        reserved = {self.target, self.time_column} - {None}
+        problems = []
+        if self.features is not None:
+            clash = reserved.intersection(self.features)
+            if clash:
+                problems.append(f"features must not include target/time column {sorted(clash)}")
+            unknown = set(self.categorical) - set(self.features)
+            if unknown:
+                problems.append(f"categorical columns not in features: {sorted(unknown)}")
+        for column, levels in self.categorical.items():
+            if not levels or len(set(levels)) != len(levels):
+                problems.append(f"categorical {column!r} needs a non-empty list of distinct levels")
+        if self.features is not None:
+            missing = set(self.slices) - set(self.features)
+            if missing:
+                problems.append(f"slices must be features: {sorted(missing)}")
+        return problems
+
+    def _class_problems(self) -> list[str]:
+        if self.task == "regression":
+            return ["classes are only for classification tasks"] if self.classes else []
+        if self.task == "multiclass" and (self.classes is None or len(self.classes) < 3):
+            return ["multiclass needs 'classes' with at least 3 labels"]
+        if self.classes is not None and len(set(map(str, self.classes))) != len(self.classes):
+            return ["classes must be distinct"]
+        if self.task == "binary" and self.classes is not None and len(self.classes) != 2:
+            return ["binary needs exactly 2 classes (negative, positive)"]
+        return []
+
+    def _metric_problems(self) -> list[str]:
+        allowed = METRICS_BY_TASK[self.task]
+        named = {self.primary_metric, *self.promotion.guardrails, *self.promotion.floors}
+        unknown = sorted(named - set(allowed))
+        if unknown:
+            return [f"metrics {unknown} do not apply to task {self.task!r} (allowed: {list(allowed)})"]
+        return []
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric the promotion bound is computed on."""
+        return self.promotion.metric or DEFAULT_PRIMARY[self.task]
+
+    @property
+    def class_labels(self) -> list[ClassLabel]:
+        """Allowed target labels in index order (binary: negative then positive)."""
+        if self.task == "regression":
+            return []
+        return list(self.classes) if self.classes is not None else [0, 1]
+
+
+class ProjectConfig(_Strict):
+    """The whole YAML file."""
+
+    models: dict[ModelName, ModelConfig]
+
+    def model(self, name: str) -> ModelConfig:
+        """Return the config of ``name``.
+
+        Raises:
+            UnknownModelError: ``name`` is not defined.
+        """
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise UnknownModelError(f"unknown model {name!r} (configured: {known})") from None
+
+
+class Settings(BaseSettings):
+    """Process settings from ``RETRAINER_*`` environment variables (and ``MLFLOW_TRACKING_URI``).
+
+    Paths are kept as given; :meth:`resolved` anchors them. Nothing is created on disk here.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RETRAINER_", extra="ignore", frozen=True)
+
+    home: Path = Field(Path(".retrainer"), description="State directory (data, history, MLflow store)")
+    config: Path = Field(Path("retrainer.yaml"), description="Path of the YAML model config")
+    data_root: Path | None = Field(None, description="Batch store; default <home>/data")
+    tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "RETRAINER_TRACKING_URI"),
+        description="MLflow tracking/registry URI; default SQLite under <home>",
+    )
+
+    @property
+    def data_dir(self) -> Path:
+        """Root of the batch store."""
+        return (self.data_root or self.home / "data").absolute()
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow URI in force."""
+        return self.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').absolute()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where model artifacts go when retrainer creates the MLflow experiment."""
+        return (self.home / "mlartifacts").absolute()
+
+    @property
+    def state_dir(self) -> Path:
+        """Absolute state directory."""
+        return self.home.absolute()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, with keyword overrides taking precedence."""
+    return Settings(**overrides)
+
+
+def load_project(path: Path) -> ProjectConfig:
+    """Parse and validate the YAML config at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or breaks the schema; the message names the file
+            and every offending key.
+    """
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (set RETRAINER_CONFIG)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_project(raw, source=str(path))
+
+
+def parse_project(raw: object, source: str) -> ProjectConfig:
+    """Validate an already-parsed config document.
+
+    Raises:
+        ConfigError: naming ``source`` and each offending key path.
+    """
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: {_key_path(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid configuration\n" + "\n".join(lines)) from None
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "<root>"
+

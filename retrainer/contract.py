@@ -1,0 +1,196 @@
+"""The data contract: what a labelled batch must look like before it may be stored.
+
+:func:`read_table` parses raw bytes with polars; :func:`check_batch` casts the frame to the model's
+types and collects *every* violated rule, so one rejected file tells the user everything wrong with
+it at once.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from retrainer.config import ModelConfig
+from retrainer.errors import DataError, Violation
+
+SUPPORTED_SUFFIXES = (".parquet", ".csv")
+_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns a model reads from a batch."""
+
+    features: list[str]
+    categorical: dict[str, list[str]]
+    target: str
+    time_column: str | None
+
+    @property
+    def numeric(self) -> list[str]:
+        """Features that are cast to Float64."""
+        return [f for f in self.features if f not in self.categorical]
+
+    @property
+    def required(self) -> list[str]:
+        """Every column a batch must carry."""
+        extra = [self.time_column] if self.time_column else []
+        return [*self.features, self.target, *extra]
+
+
+def schema_for(config: ModelConfig, columns: list[str], pinned: list[str] | None) -> Schema:
+    """Return the model's schema; undeclared features default to the pinned list, else all columns.
+
+    Args:
+        config: The model's config.
+        columns: Columns of the batch at hand (used only when no feature list is known yet).
+        pinned: Feature list recorded by the first accepted batch, if any.
+    """
+    reserved = {config.target, config.time_column}
+    features = config.features or pinned or [c for c in columns if c not in reserved]
+    return Schema(features, dict(config.categorical), config.target, config.time_column)
+
+
+def read_table(data: bytes, source: str) -> pl.DataFrame:
+    """Parse a Parquet or CSV (UTF-8) file's bytes.
+
+    Raises:
+        DataError: unsupported extension, undecodable text, or a file polars cannot parse.
+    """
+    suffix = Path(source).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(source, [Violation("unsupported_format", f"expected one of {SUPPORTED_SUFFIXES}")])
+    if suffix == ".csv":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            detail = f"not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})"
+            raise DataError(source, [Violation("encoding", detail)]) from None
+    try:
+        if suffix == ".csv":
+            return pl.read_csv(io.BytesIO(data), infer_schema_length=10_000)
+        return pl.read_parquet(io.BytesIO(data))
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(source, [Violation("unreadable", first_line)]) from None
+
+
+def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source: str) -> pl.DataFrame:
+    """Cast ``frame`` to the model's types and check every contract rule.
+
+    Returns:
+        The typed frame: numeric features Float64, categorical features String, time column
+        Datetime, target Float64 (regression) or the class-label type. Other columns are kept as is.
+
+    Raises:
+        DataError: listing every violated rule with its file, column and numbers.
+    """
+    violations = _shape_violations(frame, schema)
+    if violations:
+        raise DataError(source, violations)
+    typed = frame.with_columns(_casts(frame, schema, config))
+    for check in _COLUMN_CHECKS:
+        violations.extend(check(frame, typed, schema, config))
+    if violations:
+        raise DataError(source, violations)
+    return typed
+
+
+def _shape_violations(frame: pl.DataFrame, schema: Schema) -> list[Violation]:
+    violations = [
+        Violation("missing_column", "required column is absent", column)
+        for column in schema.required
+        if column not in frame.columns
+    ]
+    if frame.height == 0:
+        violations.append(Violation("empty", "the batch has no rows"))
+    return violations
+
+
+def _casts(frame: pl.DataFrame, schema: Schema, config: ModelConfig) -> list[pl.Expr]:
+    casts = [pl.col(c).cast(pl.Float64, strict=False) for c in schema.numeric]
+    casts += [pl.col(c).cast(pl.String) for c in schema.categorical]
+    if schema.time_column:
+        casts.append(_as_datetime(frame, schema.time_column))
+    casts.append(_target_cast(config))
+    return casts
+
+
+def _as_datetime(frame: pl.DataFrame, column: str) -> pl.Expr:
+    dtype = frame.schema[column]
+    if dtype == pl.String:
+        return pl.col(column).str.to_datetime(strict=False, time_unit="us")
+    if dtype.is_temporal():
+        return pl.col(column).cast(pl.Datetime("us"))
+    return pl.lit(None, dtype=pl.Datetime("us")).alias(column)
+
+
+def _target_cast(config: ModelConfig) -> pl.Expr:
+    target = pl.col(config.target)
+    if config.task == "regression":
+        return target.cast(pl.Float64, strict=False)
+    if all(isinstance(label, int) for label in config.class_labels):
+        return target.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+    return target.cast(pl.String)
+
+
+def _newly_null(frame: pl.DataFrame, typed: pl.DataFrame, column: str) -> pl.Series:
+    return typed[column].is_null() & frame[column].is_not_null()
+
+
+def _examples(values: pl.Series) -> str:
+    shown = values.unique(maintain_order=True).head(_EXAMPLES).to_list()
+    return ", ".join(repr(v) for v in shown)
+
+
+def _castability(frame: pl.DataFrame, typed: pl.DataFrame, schema: Schema, _: ModelConfig) -> list[Violation]:
+    columns = [*schema.numeric, *([schema.time_column] if schema.time_column else [])]
+    violations = []
+    for column in columns:
+        bad = _newly_null(frame, typed, column)
+        if bad.any():
+            wanted = "a timestamp" if column == schema.time_column else "a number"
+            examples = _examples(frame[column].filter(bad).cast(pl.String))
+            message = f"{bad.sum()} value(s) are not {wanted}, e.g. {examples}"
+            violations.append(Violation("not_castable", message, column))
+    return violations
+
+
+def _all_null_features(_: pl.DataFrame, typed: pl.DataFrame, schema: Schema, __: ModelConfig) -> list[Violation]:
+    return [
+        Violation("all_null", f"every one of {typed.height} values is null", column)
+        for column in schema.features
+        if typed[column].null_count() == typed.height
+    ]
+
+
+def _target_rules(frame: pl.DataFrame, typed: pl.DataFrame, schema: Schema, config: ModelConfig) -> list[Violation]:
+    column = schema.target
+    raw_nulls = frame[column].is_null()
+    violations = []
+    if raw_nulls.any():
+        violations.append(Violation("target_missing", f"{raw_nulls.sum()} row(s) have no label", column))
+    uncastable = _newly_null(frame, typed, column)
+    if config.task == "regression":
+        not_finite = uncastable | (typed[column].is_not_null() & ~typed[column].is_finite())
+        if not_finite.any():
+            examples = _examples(frame[column].filter(not_finite).cast(pl.String))
+            message = f"{not_finite.sum()} label(s) are not finite numbers, e.g. {examples}"
+            violations.append(Violation("target_not_finite", message, column))
+        return violations
+    allowed = {str(label) for label in config.class_labels}
+    labels = typed[column].cast(pl.String)
+    unknown = uncastable | (labels.is_not_null() & ~labels.is_in(sorted(allowed)))
+    if unknown.any():
+        examples = _examples(frame[column].filter(unknown).cast(pl.String))
+        message = f"{unknown.sum()} label(s) outside classes {config.class_labels}, e.g. {examples}"
+        violations.append(Violation("unknown_class", message, column))
+    return violations
+
+
+_CheckFn = Callable[[pl.DataFrame, pl.DataFrame, Schema, ModelConfig], list[Violation]]
+_COLUMN_CHECKS: tuple[_CheckFn, ...] = (_castability, _all_null_features, _target_rules)

@@ -1,0 +1,75 @@
+"""The event vocabulary shared by flows, triggers, the webhook receiver and tests.
+
+Every event is emitted on the resource ``retrainer.model.<name>``; numbers travel in the payload,
+because Prefect resource labels must be strings. This module is Prefect-free: it only names and
+shapes events; ``tasks.events`` hands them to Prefect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+DATA_ARRIVED = "retrainer.data.arrived"
+DATA_REJECTED = "retrainer.data.rejected"
+DRIFT_DETECTED = "retrainer.drift.detected"
+PERFORMANCE_DEGRADED = "retrainer.performance.degraded"
+MODEL_PROMOTED = "retrainer.model.promoted"
+MODEL_REJECTED = "retrainer.model.rejected"
+MODEL_ROLLED_BACK = "retrainer.model.rolled_back"
+
+ALL_EVENTS = (
+    DATA_ARRIVED,
+    DATA_REJECTED,
+    DRIFT_DETECTED,
+    PERFORMANCE_DEGRADED,
+    MODEL_PROMOTED,
+    MODEL_REJECTED,
+    MODEL_ROLLED_BACK,
+)
+
+_NAMESPACE = uuid.UUID("5b0c0f3e-6a53-4d53-9a8e-6f1d2a7c9e10")
+
+
+def model_resource_id(model: str) -> str:
+    """Return the resource id every event about ``model`` is emitted on."""
+    return f"retrainer.model.{model}"
+
+
+def event_id_for(key: str) -> uuid.UUID:
+    """Return a deterministic event id for a stable ``key`` so that repeats collapse on the server."""
+    return uuid.uuid5(_NAMESPACE, key)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One retrainer event, ready to hand to any emitter.
+
+    Attributes:
+        name: One of the names in :data:`ALL_EVENTS`.
+        model: Model the event is about; becomes the resource.
+        payload: JSON-serialisable details (numbers allowed).
+        key: Stable de-duplication key; the event id is derived from it.
+        related: Extra related resources, each a dict of string labels.
+    """
+
+    name: str
+    model: str
+    payload: dict[str, Any]
+    key: str
+    related: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def id(self) -> uuid.UUID:
+        """Deterministic id derived from :attr:`key`."""
+        return event_id_for(f"{self.name}:{self.key}")
+
+    @property
+    def resource(self) -> dict[str, str]:
+        """Prefect resource labels."""
+        return {
+            "prefect.resource.id": model_resource_id(self.model),
+            "prefect.resource.name": self.model,
+            "retrainer.model": self.model,
+        }

@@ -1,0 +1,166 @@
+"""Metric values: point estimates from scikit-learn, and the same metrics under resampling weights.
+
+Predictions are the serving model's outputs: the positive-class probability (binary), one
+probability column per class (multiclass) or the predicted value (regression). Labels are class
+indices or values.
+
+The weighted forms take a ``(resamples, rows)`` matrix of bootstrap counts and return one value per
+resample, so a whole bootstrap is a handful of matrix products instead of a Python loop. With a row
+of ones they equal scikit-learn's value (a test checks this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from retrainer.metric_catalog import METRICS_BY_TASK, TaskKind
+
+_EPS = 1e-15
+WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def point_metrics(task: TaskKind, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Every metric of ``task`` computed by scikit-learn; NaN where a metric is undefined."""
+    return {name: point_metric(task, name, y, pred) for name in METRICS_BY_TASK[task]}
+
+
+def point_metric(task: TaskKind, name: str, y: np.ndarray, pred: np.ndarray) -> float:
+    """One metric computed by scikit-learn; NaN where it is undefined (e.g. AUC on one class)."""
+    from sklearn import metrics as sk
+
+    if len(y) == 0:
+        return float("nan")
+    if task == "binary":
+        labels = (pred >= 0.5).astype(np.int64)
+        if name == "roc_auc":
+            return float(sk.roc_auc_score(y, pred)) if len(np.unique(y)) == 2 else float("nan")
+        if name == "log_loss":
+            return float(sk.log_loss(y, np.clip(pred, _EPS, 1 - _EPS), labels=[0, 1]))
+        scorer = {"f1": sk.f1_score, "precision": sk.precision_score, "recall": sk.recall_score}.get(name)
+        if scorer is not None:
+            return float(scorer(y, labels, zero_division=0))
+        return float(sk.accuracy_score(y, labels))
+    if task == "multiclass":
+        classes = list(range(pred.shape[1]))
+        if name == "log_loss":
+            return float(sk.log_loss(y, np.clip(pred, _EPS, 1), labels=classes))
+        labels = pred.argmax(axis=1)
+        if name == "macro_f1":
+            return float(sk.f1_score(y, labels, average="macro", zero_division=0))
+        return float(sk.accuracy_score(y, labels))
+    if name == "rmse":
+        return float(sk.root_mean_squared_error(y, pred))
+    if name == "mae":
+        return float(sk.mean_absolute_error(y, pred))
+    return float(sk.r2_score(y, pred)) if len(y) > 1 and np.ptp(y) > 0 else float("nan")
+
+
+def weighted_metric(task: TaskKind, name: str) -> WeightedMetric:
+    """Return ``f(y, pred, weights) -> values``: the metric under each row of ``weights``."""
+    return _WEIGHTED[(task, name)]
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), empty)
+
+
+def _mean(weights: np.ndarray, per_row: np.ndarray) -> np.ndarray:
+    return _ratio(weights @ per_row, weights.sum(axis=1), np.nan)
+
+
+def _roc_auc(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    order = np.argsort(pred, kind="mergesort")
+    sorted_pred, positive = pred[order], y[order].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, sorted_pred[1:] != sorted_pred[:-1]])
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive, starts, axis=1)
+    neg = np.add.reduceat(w * (1 - positive), starts, axis=1)
+    negatives_below = np.cumsum(neg, axis=1) - neg
+    concordant = (pos * (negatives_below + 0.5 * neg)).sum(axis=1)
+    return _ratio(concordant, pos.sum(axis=1) * neg.sum(axis=1), np.nan)
+
+
+def _binary_log_loss(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    p = np.clip(pred, _EPS, 1 - _EPS)
+    return _mean(weights, -(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _binary_counts(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    predicted = (pred >= 0.5).astype(np.float64)
+    actual = y.astype(np.float64)
+    return weights @ (predicted * actual), weights @ predicted, weights @ actual
+
+
+def _precision(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    tp, predicted, _ = _binary_counts(y, pred, weights)
+    return _ratio(tp, predicted, 0.0)
+
+
+def _recall(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    tp, _, actual = _binary_counts(y, pred, weights)
+    return _ratio(tp, actual, 0.0)
+
+
+def _f1(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    tp, predicted, actual = _binary_counts(y, pred, weights)
+    return _ratio(2 * tp, predicted + actual, 0.0)
+
+
+def _binary_accuracy(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return _mean(weights, ((pred >= 0.5) == (y == 1)).astype(np.float64))
+
+
+def _multiclass_log_loss(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    p = np.clip(pred, _EPS, 1)
+    p = p / p.sum(axis=1, keepdims=True)
+    return _mean(weights, -np.log(p[np.arange(len(y)), y]))
+
+
+def _multiclass_accuracy(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return _mean(weights, (pred.argmax(axis=1) == y).astype(np.float64))
+
+
+def _macro_f1(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    classes = np.arange(pred.shape[1])
+    predicted = (pred.argmax(axis=1)[:, None] == classes).astype(np.float64)
+    actual = (y[:, None] == classes).astype(np.float64)
+    tp = weights @ (predicted * actual)
+    support = weights @ predicted + weights @ actual
+    per_class = _ratio(2 * tp, support, 0.0)
+    present = support > 0
+    return _ratio((per_class * present).sum(axis=1), present.sum(axis=1).astype(np.float64), np.nan)
+
+
+def _rmse(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.sqrt(_mean(weights, (y - pred) ** 2))
+
+
+def _mae(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return _mean(weights, np.abs(y - pred))
+
+
+def _r2(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    total = weights.sum(axis=1)
+    mean_y = _ratio(weights @ y, total, np.nan)
+    spread = weights @ (y**2) - total * mean_y**2
+    residual = weights @ ((y - pred) ** 2)
+    return _ratio(-residual, spread, np.nan) + np.where(spread > 0, 1.0, np.nan)
+
+
+_WEIGHTED: dict[tuple[TaskKind, str], WeightedMetric] = {
+    ("binary", "roc_auc"): _roc_auc,
+    ("binary", "log_loss"): _binary_log_loss,
+    ("binary", "f1"): _f1,
+    ("binary", "precision"): _precision,
+    ("binary", "recall"): _recall,
+    ("binary", "accuracy"): _binary_accuracy,
+    ("multiclass", "macro_f1"): _macro_f1,
+    ("multiclass", "accuracy"): _multiclass_accuracy,
+    ("multiclass", "log_loss"): _multiclass_log_loss,
+    ("regression", "rmse"): _rmse,
+    ("regression", "mae"): _mae,
+    ("regression", "r2"): _r2,
+}

@@ -1,0 +1,130 @@
+"""The batch store: immutable accepted batches, their manifest, and the quarantine.
+
+Layout under the data root::
+
+    <model>/manifest.json            every accepted batch, in acceptance order
+    <model>/batches/<batch_id>.parquet  read-only typed copy of each accepted batch
+    <model>/quarantine/<stamp>-<name>   byte copy of each rejected file, plus <...>.reason.json
+    <model>/.lock                    serialises writers across processes
+
+The manifest is the source of truth: a batch file it does not list (a crash between the two
+renames) is ignored, and re-ingesting the same file rewrites it under the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from retrainer.errors import DataError
+from retrainer.fsutil import atomic_write, atomic_write_bytes, file_lock, remove_stale_temporaries
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One accepted batch as listed in the manifest."""
+
+    batch_id: str
+    sha256: str
+    rows: int
+    columns: list[str]
+    time_min: str | None
+    time_max: str | None
+    source: str
+    ingested_at: str
+
+
+@dataclass
+class Manifest:
+    """Accepted batches of one model, oldest first, and the feature list pinned by the first one."""
+
+    model: str
+    features: list[str] | None = None
+    batches: list[BatchRecord] = field(default_factory=list)
+
+    def by_sha(self, sha256: str) -> BatchRecord | None:
+        """Return the accepted batch with this content hash, if any."""
+        return next((b for b in self.batches if b.sha256 == sha256), None)
+
+    def to_json(self) -> str:
+        """Serialise for the manifest file."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """Parse a manifest file's content."""
+        raw: dict[str, Any] = json.loads(text)
+        batches = [BatchRecord(**b) for b in raw["batches"]]
+        return cls(model=raw["model"], features=raw.get("features"), batches=batches)
+
+
+def utc_now() -> str:
+    """Current UTC time, ISO-8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class BatchStore:
+    """Filesystem store of one model's batches. Creates nothing until a write."""
+
+    def __init__(self, root: Path, model: str) -> None:
+        self.model = model
+        self.directory = root / model
+        self.batches_dir = self.directory / "batches"
+        self.quarantine_dir = self.directory / "quarantine"
+        self.manifest_path = self.directory / "manifest.json"
+
+    @contextmanager
+    def writing(self) -> Iterator[Manifest]:
+        """Lock the store for writing and yield the current manifest."""
+        with file_lock(self.directory / ".lock"):
+            for directory in (self.batches_dir, self.directory):
+                if directory.exists():
+                    remove_stale_temporaries(directory)
+            yield self.manifest()
+
+    def manifest(self) -> Manifest:
+        """Read the manifest; an empty one when nothing was accepted yet."""
+        if not self.manifest_path.exists():
+            return Manifest(model=self.model)
+        return Manifest.from_json(self.manifest_path.read_text(encoding="utf-8"))
+
+    def batch_path(self, batch_id: str) -> Path:
+        """Location of an accepted batch's Parquet copy."""
+        return self.batches_dir / f"{batch_id}.parquet"
+
+    def accept(self, manifest: Manifest, frame: pl.DataFrame, record: BatchRecord, features: list[str]) -> None:
+        """Publish ``frame`` as an immutable batch, then list it in the manifest (call inside :meth:`writing`)."""
+        atomic_write(self.batch_path(record.batch_id), lambda tmp: frame.write_parquet(tmp), read_only=True)
+        manifest.features = manifest.features or features
+        manifest.batches.append(record)
+        atomic_write_bytes(self.manifest_path, manifest.to_json().encode("utf-8"))
+
+    def quarantine(self, data: bytes, source: Path, error: DataError) -> Path:
+        """Keep a byte copy of a rejected file with its reasons; return the copy's path."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        copy = self.quarantine_dir / f"{stamp}-{source.name}"
+        reason = {
+            "source": str(source),
+            "rejected_at": utc_now(),
+            "violations": [asdict(v) for v in error.violations],
+            "message": str(error),
+        }
+        atomic_write_bytes(copy, data, read_only=True)
+        reason_path = copy.with_name(copy.name + ".reason.json")
+        atomic_write_bytes(reason_path, json.dumps(reason, indent=2).encode("utf-8"))
+        return copy
+
+    def read(self, records: list[BatchRecord], columns: list[str] | None = None) -> pl.DataFrame:
+        """Concatenate accepted batches (in the given order), reading only ``columns``."""
+        frames = [pl.scan_parquet(self.batch_path(r.batch_id)) for r in records]
+        lazy = pl.concat(frames, how="diagonal_relaxed")
+        if columns is not None:
+            lazy = lazy.select(columns)
+        return lazy.collect()
