@@ -134,7 +134,9 @@ def _target_cast(config: ModelConfig) -> pl.Expr:
     if config.task == "regression":
         return target.cast(pl.Float64, strict=False)
     if all(isinstance(label, int) for label in config.class_labels):
-        return target.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+        number = target.cast(pl.Float64, strict=False)
+        whole = number.is_finite() & (number == number.floor())
+        return pl.when(whole).then(number.cast(pl.Int64, strict=False)).otherwise(None).alias(config.target)
     return target.cast(pl.String)
 
 

@@ -120,8 +120,16 @@ def judge(task: TaskKind, primary: str, scores: HoldoutScores, policy: Promotion
         slice_values = {column: values[usable] for column, values in scores.slices.items()}
         slice_rows = _slice_rows(task, primary, paired, slice_values, policy)
         rules += [_slice_rule(s, policy) for s in slice_rows if s.judged]
+    rules.sort(key=_rule_rank)
     verdict: Verdict = "promote" if all(rule.passed for rule in rules) else "reject"
     return Judgement(verdict, primary, scores.champion is None, len(scores.y), rules, metric_rows, slice_rows, notes)
+
+
+_RULE_ORDER = ("improvement", "floor", "guardrail", "slice", "holdout_size", "finite_predictions")
+
+
+def _rule_rank(rule: Rule) -> int:
+    return _RULE_ORDER.index(rule.name.split(":")[0])
 
 
 def _usable_rows(scores: HoldoutScores) -> tuple[np.ndarray, list[str]]:

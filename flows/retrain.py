@@ -1,0 +1,44 @@
+"""The retrain flow: train a challenger, judge it against the champion on the same holdout, decide."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.states import Completed, State
+
+from tasks.events import emit
+from tasks.retrain import (
+    conclude_decision,
+    decision_event,
+    describe_trigger,
+    judge_challenger,
+    load_training_frames,
+    plan_training_data,
+    publish_decision,
+    read_champion,
+    register_challenger,
+    train_challenger,
+)
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(model: str, reason: str = "manual", event_id: str | None = None) -> State:
+    """Retrain ``model`` and promote the challenger only if it is really better.
+
+    Ends ``Completed`` named Promoted, Rejected, Superseded, DryRun or Skipped; only faults fail it.
+
+    Args:
+        model: Model name from the config file.
+        reason: Why the retrain runs (shown in MLflow, the history and the decision record).
+        event_id: Id of the triggering event, when an event started the run.
+    """
+    trigger = describe_trigger(reason, event_id)
+    split = plan_training_data(model)
+    frames = load_training_frames(model, split)
+    trained = train_challenger(model, frames)
+    challenger = register_challenger(model, split, frames, trained, trigger)
+    champion = read_champion(model)
+    judgement = judge_challenger(model, challenger, champion, frames)
+    decision = conclude_decision(model, challenger, champion, judgement, trigger)
+    publish_decision(decision, split, challenger)
+    emit(decision_event(decision, trigger))
+    return Completed(name=decision.outcome.value, message=decision.message, data=decision.outcome.value)

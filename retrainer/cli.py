@@ -1,0 +1,117 @@
+"""The ``retrainer`` command. Heavy libraries are imported inside each command, never at start-up."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_REJECTED = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="retrainer",
+        description="Event-driven retraining for LightGBM models on Prefect and MLflow.",
+        epilog="Config: ./retrainer.yaml or $RETRAINER_CONFIG. State: ./.retrainer or $RETRAINER_HOME.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser("ingest", help="check labelled files and store them as batches")
+    ingest.add_argument("--model", required=True)
+    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    ingest.set_defaults(handler=_ingest)
+
+    retrain = commands.add_parser("retrain", help="train a challenger and judge it against the champion")
+    retrain.add_argument("--model", required=True)
+    retrain.add_argument("--reason", default="manual")
+    retrain.set_defaults(handler=_retrain)
+
+    rollback = commands.add_parser("rollback", help="move @champion back to an earlier version")
+    rollback.add_argument("--model", required=True)
+    rollback.add_argument("--to", dest="to_version", metavar="VERSION")
+    rollback.add_argument("--reason", required=True)
+    rollback.add_argument("--force", action="store_true", help="allow a version that never passed a judgement")
+    rollback.set_defaults(handler=_rollback)
+
+    status = commands.add_parser("status", help="champion, data and latest decisions of a model")
+    status.add_argument("--model", required=True)
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.set_defaults(handler=_status)
+
+    demo = commands.add_parser("demo", help="run the whole story on generated data")
+    demo.add_argument("--workdir", type=Path, default=Path("demo"))
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    # Prefect's temporary server (used when no PREFECT_API_URL is set) needs more than its default
+    # 20 s to start on a busy 2-core host.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    from retrainer.errors import RetrainerError
+
+    try:
+        return handler(args)
+    except RetrainerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from flows.ingest import ingest
+
+    state = ingest(model=args.model, files=[str(f) for f in args.files], return_state=True)
+    return _report_state(state, ok_names={"Accepted"}, rejected_exit=EXIT_REJECTED)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from flows.retrain import retrain
+
+    state = retrain(model=args.model, reason=args.reason, return_state=True)
+    return _report_state(state, ok_names={"Promoted", "Rejected", "Superseded", "DryRun", "Skipped"})
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from flows.rollback import rollback
+
+    state = rollback(model=args.model, reason=args.reason, to_version=args.to_version, force=args.force, return_state=True)
+    return _report_state(state, ok_names={"RolledBack"})
+
+
+def _report_state(state: object, ok_names: set[str], rejected_exit: int = EXIT_ERROR) -> int:
+    name = getattr(state, "name", "?")
+    message = getattr(state, "message", "") or ""
+    if getattr(state, "is_completed", lambda: False)() and name in ok_names:
+        print(f"{name}: {message}")
+        return EXIT_OK
+    stream = sys.stderr
+    print(f"{name}: {message}", file=stream)
+    return rejected_exit if getattr(state, "is_completed", lambda: False)() else EXIT_ERROR
+
+
+def _status(args: argparse.Namespace) -> int:
+    from retrainer.status import model_status, render_json, render_text
+    from retrainer.workspace import Workspace
+
+    status = model_status(Workspace.open(), args.model)
+    print(render_json(status) if args.json else render_text(status))
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from retrainer.demo import run_demo
+
+    return run_demo(args.workdir)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

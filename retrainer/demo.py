@@ -1,0 +1,72 @@
+"""``make demo``: the whole story on generated data, synchronously, in one process."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from retrainer.synth import demo_config, make_batch
+
+MODEL = "churn"
+ROWS = 20_000
+
+
+def run_demo(workdir: Path) -> int:
+    """Generate data, ingest, retrain twice (bootstrap, then after a shift), show a rejected file.
+
+    Returns:
+        0 when every step ended as the story expects, 1 otherwise.
+    """
+    workdir = workdir.absolute()
+    incoming = workdir / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    (workdir / "retrainer.yaml").write_text(yaml.safe_dump(demo_config(), sort_keys=False), encoding="utf-8")
+    os.environ["RETRAINER_CONFIG"] = str(workdir / "retrainer.yaml")
+    os.environ["RETRAINER_HOME"] = str(workdir / ".retrainer")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+    from flows.ingest import ingest
+    from flows.retrain import retrain
+    from retrainer.status import model_status, render_text
+    from retrainer.workspace import Workspace
+
+    started = time.monotonic()
+    story: list[tuple[str, str]] = []
+
+    def step(label: str, state: object) -> str:
+        name = str(getattr(state, "name", "?"))
+        story.append((f"{time.monotonic() - started:6.1f}s  {label}", f"{name}: {getattr(state, 'message', '')}"))
+        print(f"[demo] {label}: {name}")
+        return name
+
+    initial = [_write(incoming, f"day{d}", make_batch(ROWS, seed=d, day=d)) for d in range(3)]
+    step("ingest 3 initial batches", ingest(model=MODEL, files=initial, return_state=True))
+    first = step("retrain (no champion yet)", retrain(model=MODEL, reason="initial model", return_state=True))
+    shifted = [_write(incoming, f"day{d}-shifted", make_batch(ROWS, seed=d, day=d, shift=0.8)) for d in (3, 4)]
+    step("ingest 2 batches after a market shift", ingest(model=MODEL, files=shifted, return_state=True))
+    second = step("retrain after the shift", retrain(model=MODEL, reason="new data after shift", return_state=True))
+    bad = make_batch(500, seed=99, day=5).with_columns(churned=make_batch(500, seed=99, day=5)["churned"] + 5)
+    rejected = step("ingest a batch with impossible labels", ingest(model=MODEL, files=[_write(incoming, "bad", bad)], return_state=True))
+
+    print("\n=== story ===")
+    for label, outcome in story:
+        print(f"{label}\n          {outcome.splitlines()[0] if outcome else ''}")
+    print("\n=== status ===")
+    workspace = Workspace.open()
+    print(render_text(model_status(workspace, MODEL)))
+    print(
+        "\nOpen the MLflow UI:\n"
+        f"  .venv/bin/mlflow ui --backend-store-uri {workspace.settings.mlflow_uri} --host 127.0.0.1 --port 5000\n"
+        f"Try it yourself:\n  cd {workdir} && ../.venv/bin/retrainer status --model {MODEL}"
+    )
+    expected = first == "Promoted" and second in {"Promoted", "Rejected"} and rejected == "Quarantined"
+    return 0 if expected else 1
+
+
+def _write(directory: Path, name: str, frame: object) -> str:
+    path = directory / f"{name}.parquet"
+    frame.write_parquet(path)  # type: ignore[attr-defined]
+    return str(path)

@@ -1,0 +1,261 @@
+"""The model registry: MLflow tracking and registry behind a small interface.
+
+The only module that imports MLflow (lazily, on first use). Champion and challenger are registry
+aliases; decisions are version tags. Moving ``@champion`` is a compare-and-set under an
+inter-process lock, so two promotions racing on one model cannot both win.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from retrainer.errors import RegistryError, TransientRegistryError
+from retrainer.fsutil import file_lock
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from retrainer.training import TrainedModel
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_SERVING_CODE = Path(__file__).with_name("serving.py")
+_TAG_LIMIT = 5000
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version as retrainer sees it."""
+
+    model: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        """``models:/`` URI of this exact version."""
+        return f"models:/{self.model}/{self.version}"
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the serving model, taken from the running environment."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "lightgbm", "numpy", "pandas", "scikit-learn")]
+
+
+class Registry:
+    """MLflow tracking + registry for retrainer's models.
+
+    Args:
+        tracking_uri: MLflow tracking and registry URI.
+        artifact_root: Artifact location for experiments retrainer creates.
+        lock_dir: Directory of the promotion locks (shared by every process on this host).
+    """
+
+    def __init__(self, tracking_uri: str, artifact_root: Path, lock_dir: Path) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.lock_dir = lock_dir
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """The MLflow client, created on first use."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def experiment_id(self, model: str) -> str:
+        """Return the id of the model's experiment, creating it on first use."""
+        name = f"retrainer-{model}"
+        with self._errors(f"experiment {name}"):
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return str(found.experiment_id)
+            location = (self.artifact_root / model).as_uri()
+            return str(self.client.create_experiment(name, artifact_location=location))
+
+    def start_run(self, model: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """Open a tracking run with ``params`` and ``tags``; return its id."""
+        with self._errors(f"run for {model}"):
+            run = self.client.create_run(self.experiment_id(model), run_name=run_name, tags=_clip(tags))
+            run_id = str(run.info.run_id)
+            for key, value in params.items():
+                self.client.log_param(run_id, key, value)
+            return run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        """Log finite metric values on a run."""
+        with self._errors(f"metrics of run {run_id}"):
+            for key, value in metrics.items():
+                if np.isfinite(value):
+                    self.client.log_metric(run_id, key, float(value))
+
+    def log_dict(self, run_id: str, payload: Mapping[str, Any], name: str) -> None:
+        """Store ``payload`` as a JSON artifact of the run."""
+        with self._errors(f"artifact {name}"):
+            self.client.log_dict(run_id, dict(payload), name)
+
+    def set_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Tag a run."""
+        with self._errors(f"tags of run {run_id}"):
+            for key, value in _clip(tags).items():
+                self.client.set_tag(run_id, key, value)
+
+    def end_run(self, run_id: str, failed: bool = False) -> None:
+        """Close a run as finished (or failed)."""
+        with self._errors(f"run {run_id}"):
+            self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def register(self, model: str, run_id: str, trained: TrainedModel) -> VersionInfo:
+        """Save ``trained`` as a pyfunc model on the run and register it as a new version.
+
+        The saved model serves raw columns without retrainer installed; see ``retrainer.serving``.
+        """
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as scratch, self._errors(f"registering {model}"):
+            booster, spec, local = Path(scratch, "booster.txt"), Path(scratch, "spec.json"), Path(scratch, "model")
+            trained.save(booster)
+            spec.write_text(trained.spec.to_json(), encoding="utf-8")
+            mlflow.pyfunc.save_model(
+                path=str(local),
+                python_model=str(_SERVING_CODE),
+                artifacts={"booster": str(booster), "spec": str(spec)},
+                signature=_signature(trained),
+                pip_requirements=pip_requirements(),
+            )
+            self.client.log_artifacts(run_id, str(local), "model")
+            self._ensure_registered(model)
+            source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
+            created = self.client.create_model_version(model, source=source, run_id=run_id)
+            return VersionInfo(model, str(created.version), run_id, {})
+
+    def _ensure_registered(self, model: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(model)
+        except MlflowException:
+            self.client.create_registered_model(model, description=f"Managed by retrainer ({model}).")
+
+    def version(self, model: str, version: str) -> VersionInfo:
+        """Return one version.
+
+        Raises:
+            RegistryError: the version does not exist.
+        """
+        with self._errors(f"{model} version {version}"):
+            found = self.client.get_model_version(model, version)
+            return VersionInfo(model, str(found.version), found.run_id, dict(found.tags))
+
+    def alias(self, model: str, alias: str) -> VersionInfo | None:
+        """Return the version ``alias`` points to, or ``None`` when unset or the model is unknown."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_model_version_by_alias(model, alias)
+        except MlflowException as exc:
+            if _is_not_found(exc):
+                return None
+            raise _translate(exc, f"alias {model}@{alias}") from exc
+        return VersionInfo(model, str(found.version), found.run_id, dict(found.tags))
+
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version`` unconditionally."""
+        with self._errors(f"alias {model}@{alias}"):
+            self.client.set_registered_model_alias(model, alias, version)
+
+    def set_alias_if(self, model: str, alias: str, version: str, expected: str | None) -> bool:
+        """Point ``alias`` at ``version`` only if it still points at ``expected`` (``None``: unset).
+
+        Returns:
+            True when moved; False when someone else moved the alias since it was read.
+        """
+        with self.promotion_lock(model):
+            current = self.alias(model, alias)
+            if (current.version if current else None) != expected:
+                return False
+            self.set_alias(model, alias, version)
+            return True
+
+    @contextmanager
+    def promotion_lock(self, model: str) -> Iterator[None]:
+        """Serialise alias moves of ``model`` across processes on this host."""
+        with file_lock(self.lock_dir / f"{model}.promotion.lock"):
+            yield
+
+    def tag_version(self, model: str, version: str, tags: Mapping[str, str]) -> None:
+        """Set tags on a model version."""
+        with self._errors(f"tags of {model} version {version}"):
+            for key, value in _clip(tags).items():
+                self.client.set_model_version_tag(model, version, key, value)
+
+    def load(self, model: str, version: str) -> Any:
+        """Load a version as a plain MLflow pyfunc model."""
+        import mlflow.pyfunc
+
+        with self._errors(f"loading {model} version {version}"):
+            # Resolved through our client: ``models:/`` URIs would use the process-global tracking URI.
+            source = self.client.get_model_version_download_uri(model, version)
+            return mlflow.pyfunc.load_model(source)
+
+    def predict(self, model: str, version: str, frame: pd.DataFrame) -> np.ndarray:
+        """Predict ``frame`` with a registered version exactly as a user serving it would."""
+        output = self.load(model, version).predict(frame)
+        return np.asarray(output, dtype=np.float64)
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as exc:
+            raise _translate(exc, what) from exc
+
+
+def _signature(trained: TrainedModel) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    spec = trained.spec
+    inputs = Schema(
+        [ColSpec("string" if name in spec.categorical else "double", name, required=True) for name in spec.features]
+    )
+    width = len(spec.classes) if spec.task == "multiclass" else 1
+    shape = (-1, width) if width > 1 else (-1,)
+    return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype(np.float64), shape)]))
+
+
+def _clip(tags: Mapping[str, str]) -> dict[str, str]:
+    return {key: str(value)[:_TAG_LIMIT] for key, value in tags.items()}
+
+
+def _is_not_found(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+
+
+def _translate(exc: Exception, what: str) -> RegistryError:
+    code = str(getattr(exc, "error_code", ""))
+    message = f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if code in {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}:
+        return TransientRegistryError(message)
+    return RegistryError(message)
+
+
+def decision_json(payload: Mapping[str, Any]) -> str:
+    """Compact JSON for a version tag."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str)

@@ -1,0 +1,94 @@
+"""``retrainer status``: what is serving, on what data, and the latest decisions. No Prefect needed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
+from retrainer.workspace import Workspace
+
+
+def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[str, Any]:
+    """Return the model's status as a JSON-ready dict.
+
+    Keys: ``model``, ``tracking_uri``, ``champion`` (``version``, ``model_uri``, ``version_uri``,
+    ``run_id``, ``training_batches``, ``holdout_batches``, ``holdout_metrics``; or ``None`` before the
+    first promotion), ``challenger`` (same shape or ``None``), ``batches`` (accepted count and ids),
+    ``quarantined`` (count) and ``decisions`` (newest first: version, outcome, reasons, at, trigger).
+    """
+    workspace.model(model)
+    registry = workspace.registry
+    store = workspace.store(model)
+    manifest = store.manifest()
+    entries = list(reversed(workspace.history(model).entries()))[:decisions]
+    quarantined = len(list(store.quarantine_dir.glob("*.reason.json"))) if store.quarantine_dir.exists() else 0
+    return {
+        "model": model,
+        "tracking_uri": registry.tracking_uri,
+        "champion": _version_status(workspace, registry.alias(model, CHAMPION), CHAMPION),
+        "challenger": _version_status(workspace, registry.alias(model, CHALLENGER), CHALLENGER),
+        "batches": {"accepted": len(manifest.batches), "ids": [b.batch_id for b in manifest.batches]},
+        "quarantined": quarantined,
+        "decisions": [
+            {k: v for k, v in asdict(e).items() if k in {"at", "action", "version", "outcome", "reasons", "replaced", "trigger"}}
+            for e in entries
+        ],
+    }
+
+
+def _version_status(workspace: Workspace, found: VersionInfo | None, alias: str) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    run_tags, run_metrics = _run_details(workspace, found.run_id)
+    holdout = {k.removeprefix("holdout_"): v for k, v in run_metrics.items() if k.startswith("holdout_")}
+    return {
+        "version": found.version,
+        "model_uri": f"models:/{found.model}@{alias}",
+        "version_uri": found.uri,
+        "run_id": found.run_id,
+        "outcome": found.tags.get("retrainer.outcome"),
+        "training_batches": _split_ids(run_tags.get("retrainer.training_batches")),
+        "holdout_batches": _split_ids(run_tags.get("retrainer.holdout_batches")),
+        "holdout_metrics": holdout,
+    }
+
+
+def _run_details(workspace: Workspace, run_id: str | None) -> tuple[dict[str, str], dict[str, float]]:
+    if run_id is None:
+        return {}, {}
+    run = workspace.registry.client.get_run(run_id)
+    return dict(run.data.tags), dict(run.data.metrics)
+
+
+def _split_ids(value: str | None) -> list[str]:
+    return [part for part in (value or "").split(",") if part]
+
+
+def render_text(status: dict[str, Any]) -> str:
+    """Human-readable status."""
+    lines = [f"model        {status['model']}", f"tracking     {status['tracking_uri']}"]
+    champion = status["champion"]
+    if champion is None:
+        lines.append("champion     none yet (the first retrain that meets the floors becomes champion)")
+    else:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(champion["holdout_metrics"].items()))
+        lines += [
+            f"champion     v{champion['version']}  {champion['model_uri']}  ({champion['version_uri']})",
+            f"  trained on {len(champion['training_batches'])} batch(es): {', '.join(champion['training_batches'])}",
+            f"  holdout    {', '.join(champion['holdout_batches'])}  {metrics}",
+        ]
+    lines.append(f"batches      {status['batches']['accepted']} accepted, {status['quarantined']} quarantined")
+    lines.append("decisions (newest first):")
+    for decision in status["decisions"] or []:
+        lines.append(f"  {decision['at']}  v{decision['version']:<4} {decision['outcome']:<11} {decision['trigger'].get('reason', '')}")
+        lines += [f"      - {reason}" for reason in decision["reasons"]]
+    if not status["decisions"]:
+        lines.append("  none yet")
+    return "\n".join(lines)
+
+
+def render_json(status: dict[str, Any]) -> str:
+    """Status as one JSON document."""
+    return json.dumps(status, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers (names, retries, artifacts) over the core in ``retrainer``."""

@@ -1,0 +1,63 @@
+"""Ingest tasks: check and store one file; report the batch's fate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from retrainer import events
+from retrainer.ingest import IngestOutcome, ingest_file
+from tasks._common import artifact_key, workspace
+
+
+@task(name="ingest-file", cache_policy=NO_CACHE, task_run_name="ingest-{source}")
+def ingest_one(model: str, source: str) -> IngestOutcome:
+    """Check ``source`` against ``model``'s contract; store it or quarantine it."""
+    ws = workspace()
+    return ingest_file(ws.store(model), ws.model(model), Path(source))
+
+
+@task(name="describe-ingest", cache_policy=NO_CACHE)
+def ingest_events(model: str, outcomes: list[IngestOutcome]) -> list[events.Event]:
+    """One ``data.arrived`` or ``data.rejected`` event per file."""
+    return [_event(model, outcome) for outcome in outcomes]
+
+
+def _event(model: str, outcome: IngestOutcome) -> events.Event:
+    if outcome.accepted is not None:
+        batch = outcome.accepted
+        payload = {
+            "batch_id": batch.batch_id,
+            "sha256": batch.sha256,
+            "rows": batch.rows,
+            "time_min": batch.time_min,
+            "time_max": batch.time_max,
+            "source": batch.source,
+        }
+        return events.Event(events.DATA_ARRIVED, model, payload, key=f"{model}:{batch.batch_id}")
+    violations = outcome.error.violations if outcome.error else []
+    payload = {
+        "source": str(outcome.source),
+        "violations": [v.render(str(outcome.source)) for v in violations],
+        "quarantined": str(outcome.quarantined) if outcome.quarantined else None,
+    }
+    return events.Event(events.DATA_REJECTED, model, payload, key=f"{model}:{outcome.source}:{outcome.quarantined}")
+
+
+@task(name="publish-ingest-report", cache_policy=NO_CACHE)
+def publish_ingest_report(model: str, outcomes: list[IngestOutcome]) -> None:
+    """Table artifact: one row per file with its batch id or its rejection reasons."""
+    rows = [
+        {
+            "file": str(o.source),
+            "result": "accepted" if o.ok else "quarantined",
+            "batch_id": o.accepted.batch_id if o.accepted else "",
+            "rows": o.accepted.rows if o.accepted else 0,
+            "detail": str(o.error) if o.error else "",
+        }
+        for o in outcomes
+    ]
+    create_table_artifact(rows, key=artifact_key("ingest", model), description=f"Ingested files for {model}")
