@@ -1,0 +1,168 @@
+"""The core loop through the real Prefect engine, real LightGBM and MLflow on SQLite."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+
+from flows.ingest import ingest
+from flows.retrain import retrain
+from flows.rollback import rollback
+from retrainer.cli import main as cli_main
+from retrainer.status import model_status
+from retrainer.synth import demo_config, make_batch
+from tests.conftest import Project
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+ROWS = 6000
+
+
+def _ingest_days(project: Project, days: range, shift: float = 0.0) -> None:
+    files = [project.file(f"d{d}-{shift}", make_batch(ROWS, seed=d, day=d, shift=shift)) for d in days]
+    state = ingest(model="churn", files=files, return_state=True)
+    assert state.name == "Accepted", state.message
+
+
+def _retrain(reason: str) -> Any:
+    return retrain(model="churn", reason=reason, return_state=True)
+
+
+def _config_with(**promotion: Any) -> dict[str, Any]:
+    config = demo_config()
+    config["models"]["churn"]["promotion"].update(promotion)  # type: ignore[index]
+    return config
+
+
+def test_bootstrap_then_better_challenger_promoted_then_worse_rejected(project: Project) -> None:
+    _ingest_days(project, range(3))
+    first = _retrain("initial")
+    assert first.name == "Promoted", first.message
+    _ingest_days(project, range(3, 5), shift=0.8)
+    second = _retrain("after shift")
+    assert second.name == "Promoted", second.message
+
+    weak = demo_config()
+    weak["models"]["churn"]["lightgbm"] = {"n_estimators": 2, "num_leaves": 2, "learning_rate": 0.01}  # type: ignore[index]
+    project.write_config(weak)
+    third = _retrain("weak params")
+    assert third.name == "Rejected"
+    assert "improvement:roc_auc" in third.message
+
+    status = model_status(project.workspace(), "churn")
+    assert status["champion"]["version"] == "2"
+    assert [d["outcome"] for d in status["decisions"]] == ["Rejected", "Promoted", "Promoted"]
+    assert status["champion"]["holdout_batches"] and len(status["champion"]["training_batches"]) == 3
+
+
+def test_run_records_params_lineage_trigger_and_decision(project: Project) -> None:
+    _ingest_days(project, range(2))
+    state = retrain(model="churn", reason="drift incident 7", event_id="evt-123", return_state=True)
+    assert state.name == "Promoted"
+    ws = project.workspace()
+    version = ws.registry.version("churn", "1")
+    run = ws.registry.client.get_run(version.run_id)
+    assert run.data.params["task"] == "binary"
+    assert int(run.data.params["best_iteration"]) >= 1
+    assert run.data.tags["retrainer.trigger.reason"] == "drift incident 7"
+    assert run.data.tags["retrainer.trigger.event_id"] == "evt-123"
+    assert run.data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
+    manifest = ws.store("churn").manifest()
+    assert run.data.tags["retrainer.training_batches"] == ",".join(b.batch_id for b in manifest.batches[:1])
+    assert run.data.tags["retrainer.holdout_batches"] == manifest.batches[1].batch_id
+    assert "holdout_roc_auc" in run.data.metrics
+    assert version.tags["retrainer.outcome"] == "Promoted"
+    assert json.loads(version.tags["retrainer.trigger"])["event_id"] == "evt-123"
+    assert ws.registry.alias("churn", "challenger").version == "1"
+
+
+def test_champion_loads_with_plain_mlflow_on_raw_columns(project: Project) -> None:
+    _ingest_days(project, range(2))
+    assert _retrain("initial").name == "Promoted"
+    mlflow.set_tracking_uri(project.workspace().settings.mlflow_uri)
+    served = mlflow.pyfunc.load_model("models:/churn@champion")
+    raw = make_batch(50, seed=123, day=9).drop("churned", "event_time").to_pandas()
+    raw.loc[0, "plan"] = "platinum"
+    raw.loc[1, "region"] = None
+    predictions = np.asarray(served.predict(raw))
+    assert predictions.shape == (50,)
+    assert np.all((predictions > 0) & (predictions < 1))
+
+
+def test_dry_run_records_without_moving_champion(project: Project) -> None:
+    _ingest_days(project, range(3))
+    assert _retrain("initial").name == "Promoted"
+    _ingest_days(project, range(3, 5), shift=0.8)
+    project.write_config(_config_with(mode="dry_run"))
+    state = _retrain("dry")
+    assert state.name == "DryRun"
+    assert "would promote" in state.message
+    ws = project.workspace()
+    assert ws.registry.alias("churn", "champion").version == "1"
+    assert ws.registry.version("churn", "2").tags["retrainer.outcome"] == "DryRun"
+
+
+def test_disabled_mode_skips_judgement(project: Project) -> None:
+    _ingest_days(project, range(2))
+    project.write_config(_config_with(mode="disabled"))
+    state = _retrain("off")
+    assert state.name == "Skipped"
+    assert project.workspace().registry.alias("churn", "champion") is None
+
+
+def test_two_concurrent_retrains_promote_exactly_once(project: Project) -> None:
+    _ingest_days(project, range(3))
+    states: list[Any] = []
+    threads = [threading.Thread(target=lambda: states.append(_retrain("race"))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    names = sorted(state.name for state in states)
+    assert names.count("Promoted") == 1, names
+    assert names in (["Promoted", "Superseded"], ["Promoted", "Rejected"])
+
+
+def test_rollback_restores_replaced_champion_and_records_it(project: Project) -> None:
+    _ingest_days(project, range(3))
+    assert _retrain("initial").name == "Promoted"
+    _ingest_days(project, range(3, 5), shift=0.8)
+    assert _retrain("shift").name == "Promoted"
+    state = rollback(model="churn", reason="bad feedback", return_state=True)
+    assert state.name == "RolledBack", state.message
+    ws = project.workspace()
+    assert ws.registry.alias("churn", "champion").version == "1"
+    last = ws.history("churn").entries()[-1]
+    assert (last.outcome, last.version, last.replaced, last.reasons) == ("RolledBack", "1", "2", ["bad feedback"])
+
+
+def test_rollback_to_unjudged_version_needs_force(project: Project) -> None:
+    _ingest_days(project, range(2))
+    assert _retrain("initial").name == "Promoted"
+    project.write_config(_config_with(mode="disabled"))
+    assert _retrain("unjudged").name == "Skipped"
+    refused = rollback(model="churn", reason="try", to_version="2", return_state=True)
+    assert refused.is_failed() and "--force" in refused.message
+    forced = rollback(model="churn", reason="try", to_version="2", force=True, return_state=True)
+    assert forced.name == "RolledBack"
+    assert project.workspace().registry.alias("churn", "champion").version == "2"
+
+
+def test_cli_round_trip(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    good = project.file("good", make_batch(ROWS, seed=1))
+    bad = project.file("bad", make_batch(300, seed=2).drop("tenure"))
+    assert cli_main(["ingest", "--model", "churn", good]) == 0
+    assert cli_main(["ingest", "--model", "churn", bad]) == 2
+    assert "column 'tenure': missing_column" in capsys.readouterr().err
+    assert cli_main(["retrain", "--model", "churn", "--reason", "cli"]) == 0
+    capsys.readouterr()
+    assert cli_main(["status", "--model", "churn", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["tracking_uri"].startswith("sqlite:///")
+    assert status["champion"]["version"] == "1" and status["champion"]["model_uri"] == "models:/churn@champion"
+    assert status["decisions"][0]["outcome"] == "Promoted" and status["decisions"][0]["reasons"]
+    assert cli_main(["retrain", "--model", "nope"]) == 1
