@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from prefect import flow
-from prefect.states import Completed, State
+from prefect import State, flow
+from prefect.states import Completed
 
 from tasks.events import emit
 from tasks.retrain import (

@@ -83,7 +83,9 @@ def _retrain(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     from flows.rollback import rollback
 
-    state = rollback(model=args.model, reason=args.reason, to_version=args.to_version, force=args.force, return_state=True)
+    state = rollback(
+        model=args.model, reason=args.reason, to_version=args.to_version, force=args.force, return_state=True
+    )
     return _report_state(state, ok_names={"RolledBack"})
 
 

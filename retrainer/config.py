@@ -99,10 +99,10 @@ class ModelConfig(_Strict):
     classes: list[ClassLabel] | None = None
     time_column: str | None = None
     slices: list[str] = Field(default_factory=list)
-    lightgbm: LightGBMParams = Field(default_factory=LightGBMParams)
-    window: WindowConfig = Field(default_factory=WindowConfig)
-    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
-    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+    lightgbm: LightGBMParams = LightGBMParams()
+    window: WindowConfig = WindowConfig()
+    holdout: HoldoutConfig = HoldoutConfig()
+    promotion: PromotionPolicy = PromotionPolicy()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -112,7 +112,7 @@ class ModelConfig(_Strict):
         return self
 
     def _column_problems(self) -> list[str]:
-        reserved = {self.target, self.time_column} - {None}
+        reserved = {self.target} | ({self.time_column} if self.time_column else set())
         problems = []
         if self.features is not None:
             clash = reserved.intersection(self.features)
@@ -236,6 +236,8 @@ def load_project(path: Path) -> ProjectConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found (set RETRAINER_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_project(raw, source=str(path))
@@ -256,4 +258,3 @@ def parse_project(raw: object, source: str) -> ProjectConfig:
 
 def _key_path(location: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in location) or "<root>"
-

@@ -49,7 +49,10 @@ def run_demo(workdir: Path) -> int:
     step("ingest 2 batches after a market shift", ingest(model=MODEL, files=shifted, return_state=True))
     second = step("retrain after the shift", retrain(model=MODEL, reason="new data after shift", return_state=True))
     bad = make_batch(500, seed=99, day=5).with_columns(churned=make_batch(500, seed=99, day=5)["churned"] + 5)
-    rejected = step("ingest a batch with impossible labels", ingest(model=MODEL, files=[_write(incoming, "bad", bad)], return_state=True))
+    rejected = step(
+        "ingest a batch with impossible labels",
+        ingest(model=MODEL, files=[_write(incoming, "bad", bad)], return_state=True),
+    )
 
     print("\n=== story ===")
     for label, outcome in story:

@@ -17,7 +17,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], read_only: bool = False) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object], read_only: bool = False) -> None:
     """Produce ``path`` via a temporary sibling that is fsynced and renamed into place.
 
     A reader (or a process killed half-way) sees either no file or the complete file, never a part.

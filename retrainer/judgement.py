@@ -144,8 +144,8 @@ def _usable_rows(scores: HoldoutScores) -> tuple[np.ndarray, list[str]]:
 
 
 def _finite_rows(pred: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(pred)
-    return finite.all(axis=1) if finite.ndim == 2 else finite
+    finite: np.ndarray = np.isfinite(pred)
+    return np.asarray(finite.all(axis=1)) if finite.ndim == 2 else finite
 
 
 def _holdout_size(rows: int, policy: PromotionPolicy) -> Rule:
@@ -214,7 +214,8 @@ def _guardrail(row: MetricRow, tolerance: float) -> Rule:
     if row.improvement is None or not np.isfinite(row.improvement):
         return Rule(name, False, f"{row.metric} is undefined on this holdout")
     worse_by = -row.improvement
-    detail = f"{row.metric} {row.champion:.4f} → {row.challenger:.4f} (worse by {max(worse_by, 0):.4f}, allowed {tolerance:.4f})"
+    change = f"{row.metric} {row.champion:.4f} → {row.challenger:.4f}"
+    detail = f"{change} (worse by {max(worse_by, 0):.4f}, allowed {tolerance:.4f})"
     return Rule(name, worse_by <= tolerance, detail)
 
 

@@ -135,7 +135,8 @@ def _macro_f1(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarra
 
 
 def _rmse(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return np.sqrt(_mean(weights, (y - pred) ** 2))
+    root: np.ndarray = np.sqrt(_mean(weights, (y - pred) ** 2))
+    return root
 
 
 def _mae(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -143,9 +144,11 @@ def _mae(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def _r2(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    # Centring on the plain mean first keeps a constant target's spread exactly zero.
+    centred = y - y.mean()
     total = weights.sum(axis=1)
-    mean_y = _ratio(weights @ y, total, np.nan)
-    spread = weights @ (y**2) - total * mean_y**2
+    mean_centred = _ratio(weights @ centred, total, np.nan)
+    spread = weights @ (centred**2) - total * mean_centred**2
     residual = weights @ ((y - pred) ** 2)
     return _ratio(-residual, spread, np.nan) + np.where(spread > 0, 1.0, np.nan)
 

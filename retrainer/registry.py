@@ -256,6 +256,6 @@ def _translate(exc: Exception, what: str) -> RegistryError:
     return RegistryError(message)
 
 
-def decision_json(payload: Mapping[str, Any]) -> str:
+def decision_json(payload: object) -> str:
     """Compact JSON for a version tag."""
     return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str)

@@ -53,7 +53,10 @@ def _metrics(judgement: Judgement) -> str:
 def _slices(judgement: Judgement) -> str:
     if not judgement.slices:
         return ""
-    header = f"## Slices ({judgement.primary})\n\n| slice | rows | champion | challenger | change | judged |\n|---|---|---|---|---|---|"
+    header = (
+        f"## Slices ({judgement.primary})\n\n"
+        "| slice | rows | champion | challenger | change | judged |\n|---|---|---|---|---|---|"
+    )
     rows = [
         f"| {s.column}={s.value} | {s.rows} | {_number(s.champion)} | {_number(s.challenger)} | "
         f"{_number(s.improvement, signed=True)} | {'yes' if s.judged else 'no'} |"

@@ -57,6 +57,8 @@ def paired_bounds(
 
     Improvements are sign-adjusted, so positive always means the challenger is better.
     """
+    if len(y) == 0:
+        return {name: PairedBound(lower=float("nan"), mean=float("nan"), defined=0) for name in metrics}
     improvements: dict[str, list[np.ndarray]] = {name: [] for name in metrics}
     for weights in resample_counts(len(y), resamples, seed):
         for name in metrics:

@@ -217,7 +217,9 @@ def conclude(
     if outcome is Outcome.PROMOTED and not registry.set_alias_if(version.model, CHAMPION, version.version, expected):
         now = registry.alias(version.model, CHAMPION)
         outcome = Outcome.SUPERSEDED
-        reasons = [f"champion moved to v{now.version if now else '?'} while v{version.version} was judged against v{expected}"]
+        reasons = [
+            f"champion moved to v{now.version if now else '?'} while v{version.version} was judged against v{expected}"
+        ]
     after = version.version if outcome is Outcome.PROMOTED else expected
     decision = Decision(version.model, version.version, outcome, expected, after, reasons, judgement)
     _record(registry, history, decision, trigger)

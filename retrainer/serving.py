@@ -16,9 +16,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 
-class RetrainerLightGBM(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class RetrainerLightGBM(PythonModel):
     """Encodes raw columns as at training time, then calls the booster."""
 
     def load_context(self, context: Any) -> None:
@@ -46,11 +47,10 @@ def encode_frame(frame: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
         if levels is None:
             columns.append(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64))
             continue
-        values = frame[name].astype(object)
-        lookup = {level: float(i) for i, level in enumerate(levels)}
-        missing = values.isna().to_numpy()
-        codes = values.map(lambda v: lookup.get(str(v), float(len(levels)))).to_numpy(dtype=np.float64)
-        codes[missing] = np.nan
+        values = frame[name]
+        codes = pd.Categorical(values.astype(str), categories=levels).codes.astype(np.float64)
+        codes[codes < 0] = float(len(levels))
+        codes[values.isna().to_numpy()] = np.nan
         columns.append(codes)
     return np.column_stack(columns) if columns else np.empty((len(frame), 0))
 

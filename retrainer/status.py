@@ -32,7 +32,11 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
         "batches": {"accepted": len(manifest.batches), "ids": [b.batch_id for b in manifest.batches]},
         "quarantined": quarantined,
         "decisions": [
-            {k: v for k, v in asdict(e).items() if k in {"at", "action", "version", "outcome", "reasons", "replaced", "trigger"}}
+            {
+                k: v
+                for k, v in asdict(e).items()
+                if k in {"at", "action", "version", "outcome", "reasons", "replaced", "trigger"}
+            }
             for e in entries
         ],
     }
@@ -82,7 +86,8 @@ def render_text(status: dict[str, Any]) -> str:
     lines.append(f"batches      {status['batches']['accepted']} accepted, {status['quarantined']} quarantined")
     lines.append("decisions (newest first):")
     for decision in status["decisions"] or []:
-        lines.append(f"  {decision['at']}  v{decision['version']:<4} {decision['outcome']:<11} {decision['trigger'].get('reason', '')}")
+        reason = decision["trigger"].get("reason", "")
+        lines.append(f"  {decision['at']}  v{decision['version']:<4} {decision['outcome']:<11} {reason}")
         lines += [f"      - {reason}" for reason in decision["reasons"]]
     if not status["decisions"]:
         lines.append("  none yet")

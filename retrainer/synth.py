@@ -68,9 +68,12 @@ def _churn_logit(
 ) -> np.ndarray:
     plan_effect = np.array([0.6, 0.0, -0.8])[plan] * (1 - 2 * shift)
     region_effect = np.array([0.0, 0.3, -0.3, 0.5])[region] * shift
-    signal = extra[:, 0] - 0.5 * extra[:, 1] if extra.shape[1] >= 2 else 0.0
+    signal = extra[:, 0] - 0.5 * extra[:, 1] if extra.shape[1] >= 2 else np.zeros(len(tenure))
     charges_effect = 0.03 * (charges - 70) * (1 - 2 * shift)
-    return -0.04 * (tenure - 24) + charges_effect + plan_effect + region_effect + 0.8 * signal * (1 - shift)
+    logit: np.ndarray = (
+        -0.04 * (tenure - 24) + charges_effect + plan_effect + region_effect + 0.8 * signal * (1 - shift)
+    )
+    return logit
 
 
 def demo_config() -> dict[str, object]:

@@ -66,7 +66,9 @@ def lightgbm_params(spec: FeatureSpec, params: LightGBMParams) -> dict[str, Any]
     return out
 
 
-def train(train_frame: pl.DataFrame, valid_frame: pl.DataFrame, spec: FeatureSpec, params: LightGBMParams) -> TrainedModel:
+def train(
+    train_frame: pl.DataFrame, valid_frame: pl.DataFrame, spec: FeatureSpec, params: LightGBMParams
+) -> TrainedModel:
     """Fit a booster on ``train_frame`` with early stopping on ``valid_frame``.
 
     Same frames and parameters give the same model (all seeds fixed, deterministic mode).

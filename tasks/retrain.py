@@ -29,7 +29,7 @@ from retrainer.retraining import (
 from retrainer.training import TrainedModel, train
 from tasks._common import artifact_key, only_transient, workspace
 
-_REGISTRY_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "retry_condition_fn": only_transient}
+_RETRY_DELAYS = [2.0, 5.0, 15.0]
 
 
 @task(name="describe-trigger")
@@ -60,27 +60,44 @@ def train_challenger(model: str, frames: Frames) -> TrainedModel:
     return train(frames.train, frames.valid, frames.spec, workspace().model(model).lightgbm)
 
 
-@task(name="register-challenger", cache_policy=NO_CACHE, **_REGISTRY_RETRIES)
-def register_challenger(model: str, split: DataSplit, frames: Frames, trained: TrainedModel, trigger: Trigger) -> VersionInfo:
+@task(
+    name="register-challenger",
+    cache_policy=NO_CACHE,
+    retries=len(_RETRY_DELAYS),
+    retry_delay_seconds=_RETRY_DELAYS,
+    retry_condition_fn=only_transient,
+)
+def register_challenger(
+    model: str, split: DataSplit, frames: Frames, trained: TrainedModel, trigger: Trigger
+) -> VersionInfo:
     """Log the MLflow run (params, lineage, trigger), register the model and alias it ``challenger``."""
     ws = workspace()
     registry = ws.registry
     run_name = f"retrain-{trigger.reason[:40]}"
-    run_id = registry.start_run(model, run_name, run_params(ws.model(model), frames, trained), lineage_tags(split, trigger))
+    run_id = registry.start_run(
+        model, run_name, run_params(ws.model(model), frames, trained), lineage_tags(split, trigger)
+    )
     registry.log_dict(run_id, lineage_json(split, trigger), "lineage.json")
     version = registry.register(model, run_id, trained)
     registry.set_alias(model, CHALLENGER, version.version)
     return version
 
 
-@task(name="read-champion", **_REGISTRY_RETRIES)
+@task(
+    name="read-champion",
+    retries=len(_RETRY_DELAYS),
+    retry_delay_seconds=_RETRY_DELAYS,
+    retry_condition_fn=only_transient,
+)
 def read_champion(model: str) -> VersionInfo | None:
     """The version currently aliased ``champion`` (the one the challenger is judged against)."""
     return workspace().registry.alias(model, CHAMPION)
 
 
 @task(name="judge-challenger", cache_policy=NO_CACHE)
-def judge_challenger(model: str, challenger: VersionInfo, champion: VersionInfo | None, frames: Frames) -> Judgement | None:
+def judge_challenger(
+    model: str, challenger: VersionInfo, champion: VersionInfo | None, frames: Frames
+) -> Judgement | None:
     """Score both versions on the same holdout rows and apply the policy; ``None`` when disabled."""
     ws = workspace()
     config = ws.model(model)
@@ -93,13 +110,20 @@ def judge_challenger(model: str, challenger: VersionInfo, champion: VersionInfo 
     return judgement
 
 
-@task(name="conclude-decision", **_REGISTRY_RETRIES)
+@task(
+    name="conclude-decision",
+    retries=len(_RETRY_DELAYS),
+    retry_delay_seconds=_RETRY_DELAYS,
+    retry_condition_fn=only_transient,
+)
 def conclude_decision(
     model: str, challenger: VersionInfo, champion: VersionInfo | None, judgement: Judgement | None, trigger: Trigger
 ) -> Decision:
     """Promote by compare-and-set if earned; record the decision on the version and in the history."""
     ws = workspace()
-    decision = conclude(ws.registry, ws.history(model), challenger, champion, judgement, ws.model(model).promotion.mode, trigger)
+    decision = conclude(
+        ws.registry, ws.history(model), challenger, champion, judgement, ws.model(model).promotion.mode, trigger
+    )
     if challenger.run_id:
         ws.registry.set_run_tags(challenger.run_id, {"retrainer.outcome": decision.outcome.value})
         ws.registry.end_run(challenger.run_id)
@@ -111,7 +135,9 @@ def publish_decision(decision: Decision, split: DataSplit, challenger: VersionIn
     """Markdown decision record in the Prefect UI; returns the artifact id."""
     links = {"MLflow run": f"runs:/{challenger.run_id}", "model version": challenger.uri}
     markdown = decision_markdown(decision.message, decision.judgement, split.lineage(), links)
-    artifact = create_markdown_artifact(markdown, key=artifact_key("decision", decision.model), description=decision.message)
+    artifact = create_markdown_artifact(
+        markdown, key=artifact_key("decision", decision.model), description=decision.message
+    )
     return str(artifact)
 
 

@@ -21,4 +21,9 @@ def roll_back(model: str, reason: str, to_version: str | None, force: bool) -> R
 def rollback_event(done: Rollback) -> events.Event:
     """The ``model.rolled_back`` event."""
     payload = {"from_version": done.from_version, "to_version": done.to_version, "reason": done.reason}
-    return events.Event(events.MODEL_ROLLED_BACK, done.model, payload, key=f"{done.model}:{done.from_version}->{done.to_version}:{done.reason}")
+    return events.Event(
+        events.MODEL_ROLLED_BACK,
+        done.model,
+        payload,
+        key=f"{done.model}:{done.from_version}->{done.to_version}:{done.reason}",
+    )

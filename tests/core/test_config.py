@@ -202,12 +202,6 @@ def test_model_on_empty_project_says_none() -> None:
         project.model("churn")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IsADirectoryError,
-    reason="BUG config.py load_project: only FileNotFoundError is translated; other OSErrors (a directory, "
-    "no permission) escape as raw OSError instead of a ConfigError naming the path",
-)
 def test_load_project_on_a_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=str(tmp_path)):
         load_project(tmp_path)

@@ -168,11 +168,6 @@ def test_resample_counts_differs_across_seeds() -> None:
     assert (first != other).any(axis=1).mean() > 0.95
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG metrics.py _r2: one-pass variance leaves rounding noise for a constant target, so the "
-    "weighted r2 is a huge negative number instead of NaN (point_metric returns NaN)",
-)
 def test_weighted_r2_on_constant_target_is_nan_like_point_metric() -> None:
     y = np.full(10, 0.1)
     pred = y + 0.01

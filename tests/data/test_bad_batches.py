@@ -460,7 +460,6 @@ def test_batch_lacking_pinned_features_names_each_and_keeps_pin(tmp_path: Path) 
     assert store.manifest().features == FEATURES
 
 
-@pytest.mark.xfail(strict=True, reason="bug: fractional binary labels are truncated to 0/1 and accepted")
 def test_fractional_binary_label_is_rejected(tmp_path: Path) -> None:
     store = BatchStore(tmp_path / "data", "churn")
     source = tmp_path / "fractional.parquet"
