@@ -21,10 +21,8 @@ def ingest(model: str, files: list[str]) -> State:
         files: Parquet or CSV paths; they are read, never modified.
     """
     outcomes = [ingest_one(model, source) for source in files]
-    for event in ingest_events(model, outcomes):
-        emit(event)
-    publish_ingest_report(model, outcomes)
-    rejected = [str(o.error) for o in outcomes if o.error is not None]
-    if rejected:
-        return Completed(name="Quarantined", message="\n".join(rejected), data=outcomes)
-    return Completed(name="Accepted", message=f"{len(outcomes)} batch(es) accepted", data=outcomes)
+    emit(ingest_events(model, outcomes))
+    report = publish_ingest_report(model, outcomes)
+    if report.rejected:
+        return Completed(name="Quarantined", message=report.message, data=report)
+    return Completed(name="Accepted", message=report.message, data=report)

@@ -40,5 +40,5 @@ def retrain(model: str, reason: str = "manual", event_id: str | None = None) -> 
     judgement = judge_challenger(model, challenger, champion, frames)
     decision = conclude_decision(model, challenger, champion, judgement, trigger)
     publish_decision(decision, split, challenger)
-    emit(decision_event(decision, trigger))
+    emit([decision_event(decision, trigger)])
     return Completed(name=decision.outcome.value, message=decision.message, data=decision.outcome.value)

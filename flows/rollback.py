@@ -20,5 +20,5 @@ def rollback(model: str, reason: str, to_version: str | None = None, force: bool
         force: Allow a target that never passed a judgement.
     """
     done = roll_back(model, reason, to_version, force)
-    emit(rollback_event(done))
+    emit([rollback_event(done)])
     return Completed(name="RolledBack", message=f"{model}: v{done.from_version} → v{done.to_version} ({reason})")

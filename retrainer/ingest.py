@@ -33,6 +33,27 @@ class IngestOutcome:
         return self.accepted is not None
 
 
+@dataclass(frozen=True)
+class IngestReport:
+    """Summary of one ingest call: accepted batch ids and every rejection message."""
+
+    accepted: list[str]
+    rejected: list[str]
+
+    @classmethod
+    def of(cls, outcomes: list[IngestOutcome]) -> IngestReport:
+        """Summarise outcomes in file order."""
+        accepted = [o.accepted.batch_id for o in outcomes if o.accepted is not None]
+        return cls(accepted, [str(o.error) for o in outcomes if o.error is not None])
+
+    @property
+    def message(self) -> str:
+        """Every rejection (one line per broken rule), or the accepted count."""
+        if self.rejected:
+            return "\n".join(self.rejected)
+        return f"{len(self.accepted)} batch(es) accepted: {', '.join(self.accepted)}"
+
+
 def ingest_file(store: BatchStore, config: ModelConfig, source: Path) -> IngestOutcome:
     """Check ``source`` and store it as a new batch, or quarantine it with its reasons.
 

@@ -118,8 +118,10 @@ class Registry:
         with self._errors(f"run {run_id}"):
             self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
-    def register(self, model: str, run_id: str, trained: TrainedModel) -> VersionInfo:
+    def register(self, model: str, run_id: str, trained: TrainedModel, example: pd.DataFrame) -> VersionInfo:
         """Save ``trained`` as a pyfunc model on the run and register it as a new version.
+
+        ``example`` holds a few raw rows; its feature columns are stored as the input example.
 
         The saved model serves raw columns without retrainer installed; see ``retrainer.serving``.
         """
@@ -134,6 +136,7 @@ class Registry:
                 python_model=str(_SERVING_CODE),
                 artifacts={"booster": str(booster), "spec": str(spec)},
                 signature=_signature(trained),
+                input_example=example[trained.spec.features].head(5),
                 pip_requirements=pip_requirements(),
             )
             self.client.log_artifacts(run_id, str(local), "model")

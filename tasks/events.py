@@ -7,13 +7,17 @@ from prefect import task
 from retrainer.events import Event
 
 
-@task(name="emit-event", retries=2, retry_delay_seconds=1)
-def emit(event: Event) -> str:
-    """Emit ``event`` with its deterministic id; return the id.
+@task(name="emit-events", retries=2, retry_delay_seconds=1)
+def emit(events: list[Event]) -> list[str]:
+    """Emit each event with its deterministic id; return the ids.
 
     Raises:
-        RuntimeError: Prefect refused the event (``emit_event`` returned nothing).
+        RuntimeError: Prefect refused an event (``emit_event`` returned nothing).
     """
+    return [_emit_one(event) for event in events]
+
+
+def _emit_one(event: Event) -> str:
     from prefect.events import emit_event
 
     emitted = emit_event(

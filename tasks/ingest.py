@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from retrainer import events
-from retrainer.ingest import IngestOutcome, ingest_file
+from retrainer.ingest import IngestOutcome, IngestReport, ingest_file
 from tasks._common import artifact_key, workspace
 
 
@@ -48,8 +48,8 @@ def _event(model: str, outcome: IngestOutcome) -> events.Event:
 
 
 @task(name="publish-ingest-report", cache_policy=NO_CACHE)
-def publish_ingest_report(model: str, outcomes: list[IngestOutcome]) -> None:
-    """Table artifact: one row per file with its batch id or its rejection reasons."""
+def publish_ingest_report(model: str, outcomes: list[IngestOutcome]) -> IngestReport:
+    """Table artifact: one row per file with its batch id or its rejection reasons; returns the summary."""
     rows = [
         {
             "file": str(o.source),
@@ -61,3 +61,4 @@ def publish_ingest_report(model: str, outcomes: list[IngestOutcome]) -> None:
         for o in outcomes
     ]
     create_table_artifact(rows, key=artifact_key("ingest", model), description=f"Ingested files for {model}")
+    return IngestReport.of(outcomes)

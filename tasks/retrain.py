@@ -78,7 +78,7 @@ def register_challenger(
         model, run_name, run_params(ws.model(model), frames, trained), lineage_tags(split, trigger)
     )
     registry.log_dict(run_id, lineage_json(split, trigger), "lineage.json")
-    version = registry.register(model, run_id, trained)
+    version = registry.register(model, run_id, trained, frames.holdout.head(5).to_pandas())
     registry.set_alias(model, CHALLENGER, version.version)
     return version
 
