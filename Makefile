@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test lint typecheck check lock clean
+.PHONY: install demo test lint typecheck check lock bench-scale clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Ingest + retrain through the CLI at 1M rows x 20 features; writes bench/out/scale/RESULTS.md.
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py $(if $(ROWS),--rows $(ROWS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
