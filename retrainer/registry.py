@@ -113,10 +113,10 @@ class Registry:
             for key, value in _clip(tags).items():
                 self.client.set_tag(run_id, key, value)
 
-    def end_run(self, run_id: str, failed: bool = False) -> None:
-        """Close a run as finished (or failed)."""
+    def end_run(self, run_id: str) -> None:
+        """Close a run as finished."""
         with self._errors(f"run {run_id}"):
-            self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+            self.client.set_terminated(run_id, "FINISHED")
 
     def register(self, model: str, run_id: str, trained: TrainedModel, example: pd.DataFrame) -> VersionInfo:
         """Save ``trained`` as a pyfunc model on the run and register it as a new version.

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -338,7 +337,3 @@ def lineage_json(split: DataSplit, trigger: Trigger) -> dict[str, Any]:
         "holdout": [asdict(b) for b in split.holdout],
     }
 
-
-def judgement_json(judgement: Judgement) -> str:
-    """The whole judgement as JSON (for the run's decision artifact)."""
-    return json.dumps(asdict(judgement), default=float, indent=2)

@@ -100,10 +100,3 @@ def _dataset(lgb: Any, frame: pl.DataFrame, spec: FeatureSpec, reference: Any = 
         free_raw_data=True,
     )
 
-
-def load_booster(path: Path, spec: FeatureSpec) -> TrainedModel:
-    """Load a booster saved with :meth:`TrainedModel.save`."""
-    import lightgbm
-
-    booster = lightgbm.Booster(model_file=str(path))
-    return TrainedModel(booster=booster, spec=spec, best_iteration=booster.current_iteration())
