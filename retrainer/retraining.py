@@ -336,4 +336,3 @@ def lineage_json(split: DataSplit, trigger: Trigger) -> dict[str, Any]:
         "training": [asdict(b) for b in split.training],
         "holdout": [asdict(b) for b in split.holdout],
     }
-

@@ -99,4 +99,3 @@ def _dataset(lgb: Any, frame: pl.DataFrame, spec: FeatureSpec, reference: Any = 
         reference=reference,
         free_raw_data=True,
     )
-

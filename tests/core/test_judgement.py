@@ -25,7 +25,8 @@ def _policy(**overrides: object) -> PromotionPolicy:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-x))
+    result: np.ndarray = 1 / (1 + np.exp(-x))
+    return result
 
 
 def _labels(seed: int, rows: int) -> np.ndarray:
@@ -104,9 +105,10 @@ def test_clearly_better_challenger_is_promoted() -> None:
     ]
     assert judgement.reasons == [f"{rule.name}: {rule.detail}" for rule in judgement.rules]
     row = _metric(judgement, "roc_auc")
+    assert row.champion is not None and row.improvement is not None and row.lower_bound is not None
     assert row.improvement == pytest.approx(row.challenger - row.champion)
     assert row.champion == pytest.approx(point_metric("binary", "roc_auc", y, champion))
-    assert row.lower_bound is not None and 0 < row.lower_bound < row.improvement
+    assert 0 < row.lower_bound < row.improvement
     # Only the primary metric and guardrails are bootstrapped.
     assert _metric(judgement, "log_loss").lower_bound is not None
     assert _metric(judgement, "accuracy").lower_bound is None
@@ -334,7 +336,8 @@ def _softmax_probs(seed: int, y: np.ndarray, strength: float, classes: int = 3) 
     logits = np.random.default_rng(seed).normal(0, 1, (len(y), classes))
     logits[np.arange(len(y)), y] += strength
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
+    result: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return result
 
 
 def test_multiclass_better_challenger_is_promoted_and_worse_rejected() -> None:

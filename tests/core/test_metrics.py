@@ -173,3 +173,21 @@ def test_weighted_r2_on_constant_target_is_nan_like_point_metric() -> None:
     pred = y + 0.01
     assert np.isnan(point_metric("regression", "r2", y, pred))
     assert np.isnan(weighted_metric("regression", "r2")(y, pred, np.ones((1, 10)))[0])
+
+
+def test_macro_f1_averages_only_classes_that_occur() -> None:
+    # Four probability columns, but class 3 is neither a label nor ever predicted: sklearn averages
+    # over the labels present in y or the predictions, and so must the weighted form.
+    rng = np.random.default_rng(61)
+    y, pred = _multiclass(rng)
+    y = np.minimum(y, 2)
+    pred[:, 3] = 0.0
+    pred = pred / pred.sum(axis=1, keepdims=True)
+    assert 3 not in y and 3 not in pred.argmax(axis=1)
+    expected = point_metric("multiclass", "macro_f1", y, pred)
+    got = weighted_metric("multiclass", "macro_f1")(y, pred, np.ones((1, len(y))))[0]
+    assert got == pytest.approx(expected, rel=1e-9)
+    # A resample that drops every row of class 2 (label and prediction) averages over classes 0 and 1 only.
+    keep = (y != 2) & (pred.argmax(axis=1) != 2)
+    dropped = weighted_metric("multiclass", "macro_f1")(y, pred, keep[None, :].astype(np.float64))[0]
+    assert dropped == pytest.approx(point_metric("multiclass", "macro_f1", y[keep], pred[keep]), rel=1e-9)
