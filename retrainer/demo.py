@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 import yaml
 
+from retrainer.errors import ConfigError
 from retrainer.synth import demo_config, make_batch
 
 MODEL = "churn"
+MARKER = ".retrainer-demo"
 ROWS = 20_000
 
 
@@ -20,9 +23,9 @@ def run_demo(workdir: Path) -> int:
     Returns:
         0 when every step ended as the story expects, 1 otherwise.
     """
-    workdir = workdir.absolute()
+    workdir = _fresh_workdir(workdir.absolute())
     incoming = workdir / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
+    incoming.mkdir(parents=True)
     (workdir / "retrainer.yaml").write_text(yaml.safe_dump(demo_config(), sort_keys=False), encoding="utf-8")
     os.environ["RETRAINER_CONFIG"] = str(workdir / "retrainer.yaml")
     os.environ["RETRAINER_HOME"] = str(workdir / ".retrainer")
@@ -63,10 +66,28 @@ def run_demo(workdir: Path) -> int:
     print(
         "\nOpen the MLflow UI:\n"
         f"  .venv/bin/mlflow ui --backend-store-uri {workspace.settings.mlflow_uri} --host 127.0.0.1 --port 5000\n"
-        f"Try it yourself:\n  cd {workdir} && ../.venv/bin/retrainer status --model {MODEL}"
+        "Try it yourself:\n"
+        f"  RETRAINER_CONFIG={workdir / 'retrainer.yaml'} RETRAINER_HOME={workdir / '.retrainer'} \\\n"
+        f"    .venv/bin/retrainer status --model {MODEL}"
     )
     expected = first == "Promoted" and second in {"Promoted", "Rejected"} and rejected == "Quarantined"
     return 0 if expected else 1
+
+
+def _fresh_workdir(workdir: Path) -> Path:
+    """Reset a directory the demo made before; refuse to touch any other non-empty directory.
+
+    Raises:
+        ConfigError: ``workdir`` holds files the demo did not create.
+    """
+    marker = workdir / MARKER
+    if workdir.exists() and any(workdir.iterdir()):
+        if not marker.exists():
+            raise ConfigError(f"{workdir}: not empty and not a demo directory; choose another --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by `retrainer demo`; the next demo run deletes this directory\n", encoding="utf-8")
+    return workdir
 
 
 def _write(directory: Path, name: str, frame: object) -> str:
