@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import State, flow
 from prefect.states import Completed
 
+from tasks.config import load_model_config
 from tasks.events import emit
 from tasks.ingest import ingest_events, ingest_one, publish_ingest_report
 
@@ -20,7 +21,8 @@ def ingest(model: str, files: list[str]) -> State:
         model: Model name from the config file.
         files: Parquet or CSV paths; they are read, never modified.
     """
-    outcomes = [ingest_one(model, source) for source in files]
+    config = load_model_config(model)
+    outcomes = [ingest_one(model, config, source) for source in files]
     emit(ingest_events(model, outcomes))
     report = publish_ingest_report(model, outcomes)
     if report.rejected:

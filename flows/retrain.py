@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import State, flow
 from prefect.states import Completed
 
+from tasks.config import load_model_config
 from tasks.events import emit
 from tasks.retrain import (
     conclude_decision,
@@ -31,14 +32,15 @@ def retrain(model: str, reason: str = "manual", event_id: str | None = None) -> 
         reason: Why the retrain runs (shown in MLflow, the history and the decision record).
         event_id: Id of the triggering event, when an event started the run.
     """
+    config = load_model_config(model)
     trigger = describe_trigger(reason, event_id)
-    split = plan_training_data(model)
-    frames = load_training_frames(model, split)
-    trained = train_challenger(model, frames)
-    challenger = register_challenger(model, split, frames, trained, trigger)
+    split = plan_training_data(model, config)
+    frames = load_training_frames(model, config, split)
+    trained = train_challenger(config, frames)
+    challenger = register_challenger(model, config, split, frames, trained, trigger)
     champion = read_champion(model)
-    judgement = judge_challenger(model, challenger, champion, frames)
-    decision = conclude_decision(model, challenger, champion, judgement, trigger)
+    judgement = judge_challenger(config, challenger, champion, frames)
+    decision = conclude_decision(config, challenger, champion, judgement, trigger)
     publish_decision(decision, split, challenger)
     emit([decision_event(decision, trigger)])
     return Completed(name=decision.outcome.value, message=decision.message, data=decision.outcome.value)

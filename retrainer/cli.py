@@ -7,6 +7,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect import State
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -75,9 +79,10 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
+    from retrainer.retraining import Outcome
 
     state = retrain(model=args.model, reason=args.reason, return_state=True)
-    return _report_state(state, ok_names={"Promoted", "Rejected", "Superseded", "DryRun", "Skipped"})
+    return _report_state(state, ok_names={outcome.value for outcome in Outcome})
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -89,15 +94,16 @@ def _rollback(args: argparse.Namespace) -> int:
     return _report_state(state, ok_names={"RolledBack"})
 
 
-def _report_state(state: object, ok_names: set[str], rejected_exit: int = EXIT_ERROR) -> int:
-    name = getattr(state, "name", "?")
-    message = getattr(state, "message", "") or ""
-    if getattr(state, "is_completed", lambda: False)() and name in ok_names:
-        print(f"{name}: {message}")
+def _report_state(state: State, ok_names: set[str], rejected_exit: int = EXIT_ERROR) -> int:
+    line = f"{state.name}: {state.message or ''}"
+    if not state.is_completed():
+        print(line, file=sys.stderr)
+        return EXIT_ERROR
+    if state.name in ok_names:
+        print(line)
         return EXIT_OK
-    stream = sys.stderr
-    print(f"{name}: {message}", file=stream)
-    return rejected_exit if getattr(state, "is_completed", lambda: False)() else EXIT_ERROR
+    print(line, file=sys.stderr)
+    return rejected_exit
 
 
 def _status(args: argparse.Namespace) -> int:

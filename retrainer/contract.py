@@ -35,6 +35,13 @@ class Schema:
         """Features that are cast to Float64."""
         return [f for f in self.features if f not in self.categorical]
 
+    def present_in(self, columns: list[str]) -> Schema:
+        """This schema restricted to the feature and time columns that ``columns`` holds."""
+        features = [f for f in self.features if f in columns]
+        categorical = {c: levels for c, levels in self.categorical.items() if c in columns}
+        time_column = self.time_column if self.time_column in columns else None
+        return Schema(features, categorical, self.target, time_column)
+
     @property
     def required(self) -> list[str]:
         """Every column a batch must carry."""
@@ -82,6 +89,8 @@ def read_table(data: bytes, source: str) -> pl.DataFrame:
 def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source: str) -> pl.DataFrame:
     """Cast ``frame`` to the model's types and check every contract rule.
 
+    Missing columns are reported together with whatever is wrong in the columns that are present.
+
     Returns:
         The typed frame: numeric features Float64, categorical features String, time column
         Datetime, target Float64 (regression) or the class-label type. Other columns are kept as is.
@@ -89,26 +98,21 @@ def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source
     Raises:
         DataError: listing every violated rule with its file, column and numbers.
     """
-    violations = _shape_violations(frame, schema)
-    if violations:
-        raise DataError(source, violations)
-    typed = frame.with_columns(_casts(frame, schema, config))
-    for check in _COLUMN_CHECKS:
-        violations.extend(check(frame, typed, schema, config))
-    if violations:
-        raise DataError(source, violations)
-    return typed
-
-
-def _shape_violations(frame: pl.DataFrame, schema: Schema) -> list[Violation]:
     violations = [
         Violation("missing_column", "required column is absent", column)
         for column in schema.required
         if column not in frame.columns
     ]
     if frame.height == 0:
-        violations.append(Violation("empty", "the batch has no rows"))
-    return violations
+        # Without rows every column rule holds vacuously (or, like all_null, fails vacuously).
+        raise DataError(source, [*violations, Violation("empty", "the batch has no rows")])
+    present = schema.present_in(frame.columns)
+    typed = frame.with_columns(_casts(frame, present, config))
+    for check in _COLUMN_CHECKS:
+        violations.extend(check(frame, typed, present, config))
+    if violations:
+        raise DataError(source, violations)
+    return typed
 
 
 def _casts(frame: pl.DataFrame, schema: Schema, config: ModelConfig) -> list[pl.Expr]:
@@ -116,7 +120,8 @@ def _casts(frame: pl.DataFrame, schema: Schema, config: ModelConfig) -> list[pl.
     casts += [pl.col(c).cast(pl.String) for c in schema.categorical]
     if schema.time_column:
         casts.append(_as_datetime(frame, schema.time_column))
-    casts.append(_target_cast(config))
+    if schema.target in frame.columns:
+        casts.append(_target_cast(config))
     return casts
 
 
@@ -144,22 +149,26 @@ def _newly_null(frame: pl.DataFrame, typed: pl.DataFrame, column: str) -> pl.Ser
     return typed[column].is_null() & frame[column].is_not_null()
 
 
-def _examples(values: pl.Series) -> str:
-    shown = values.unique(maintain_order=True).head(_EXAMPLES).to_list()
-    return ", ".join(repr(v) for v in shown)
+def _flag(frame: pl.DataFrame, column: str, bad: pl.Series, rule: str, what: str) -> list[Violation]:
+    """One violation for the rows in ``bad``, with their count and a few raw examples."""
+    if not bad.any():
+        return []
+    shown = frame[column].filter(bad).cast(pl.String).unique(maintain_order=True).head(_EXAMPLES).to_list()
+    examples = ", ".join(repr(value) for value in shown)
+    return [Violation(rule, f"{bad.sum()} {what}, e.g. {examples}", column)]
 
 
 def _castability(frame: pl.DataFrame, typed: pl.DataFrame, schema: Schema, _: ModelConfig) -> list[Violation]:
-    columns = [*schema.numeric, *([schema.time_column] if schema.time_column else [])]
-    violations = []
-    for column in columns:
-        bad = _newly_null(frame, typed, column)
-        if bad.any():
-            wanted = "a timestamp" if column == schema.time_column else "a number"
-            examples = _examples(frame[column].filter(bad).cast(pl.String))
-            message = f"{bad.sum()} value(s) are not {wanted}, e.g. {examples}"
-            violations.append(Violation("not_castable", message, column))
-    return violations
+    wanted = dict.fromkeys(schema.numeric, "a number")
+    if schema.time_column:
+        wanted[schema.time_column] = "a timestamp"
+    return [
+        violation
+        for column, kind in wanted.items()
+        for violation in _flag(
+            frame, column, _newly_null(frame, typed, column), "not_castable", f"value(s) are not {kind}"
+        )
+    ]
 
 
 def _all_null_features(_: pl.DataFrame, typed: pl.DataFrame, schema: Schema, __: ModelConfig) -> list[Violation]:
@@ -172,6 +181,8 @@ def _all_null_features(_: pl.DataFrame, typed: pl.DataFrame, schema: Schema, __:
 
 def _target_rules(frame: pl.DataFrame, typed: pl.DataFrame, schema: Schema, config: ModelConfig) -> list[Violation]:
     column = schema.target
+    if column not in frame.columns:
+        return []
     raw_nulls = frame[column].is_null()
     violations = []
     if raw_nulls.any():
@@ -179,19 +190,12 @@ def _target_rules(frame: pl.DataFrame, typed: pl.DataFrame, schema: Schema, conf
     uncastable = _newly_null(frame, typed, column)
     if config.task == "regression":
         not_finite = uncastable | (typed[column].is_not_null() & ~typed[column].is_finite())
-        if not_finite.any():
-            examples = _examples(frame[column].filter(not_finite).cast(pl.String))
-            message = f"{not_finite.sum()} label(s) are not finite numbers, e.g. {examples}"
-            violations.append(Violation("target_not_finite", message, column))
-        return violations
-    allowed = {str(label) for label in config.class_labels}
+        return violations + _flag(frame, column, not_finite, "target_not_finite", "label(s) are not finite numbers")
     labels = typed[column].cast(pl.String)
-    unknown = uncastable | (labels.is_not_null() & ~labels.is_in(sorted(allowed)))
-    if unknown.any():
-        examples = _examples(frame[column].filter(unknown).cast(pl.String))
-        message = f"{unknown.sum()} label(s) outside classes {config.class_labels}, e.g. {examples}"
-        violations.append(Violation("unknown_class", message, column))
-    return violations
+    unknown = uncastable | (labels.is_not_null() & ~labels.is_in(sorted({str(c) for c in config.class_labels})))
+    return violations + _flag(
+        frame, column, unknown, "unknown_class", f"label(s) outside classes {config.class_labels}"
+    )
 
 
 _CheckFn = Callable[[pl.DataFrame, pl.DataFrame, Schema, ModelConfig], list[Violation]]

@@ -6,11 +6,16 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import polars as pl
 import yaml
 
 from retrainer.errors import ConfigError
 from retrainer.synth import demo_config, make_batch
+
+if TYPE_CHECKING:
+    from prefect import State
 
 MODEL = "churn"
 MARKER = ".retrainer-demo"
@@ -39,9 +44,9 @@ def run_demo(workdir: Path) -> int:
     started = time.monotonic()
     story: list[tuple[str, str]] = []
 
-    def step(label: str, state: object) -> str:
-        name = str(getattr(state, "name", "?"))
-        story.append((f"{time.monotonic() - started:6.1f}s  {label}", f"{name}: {getattr(state, 'message', '')}"))
+    def step(label: str, state: State) -> str:
+        name = state.name or state.type.value
+        story.append((f"{time.monotonic() - started:6.1f}s  {label}", f"{name}: {state.message or ''}"))
         print(f"[demo] {label}: {name}")
         return name
 
@@ -51,7 +56,7 @@ def run_demo(workdir: Path) -> int:
     shifted = [_write(incoming, f"day{d}-shifted", make_batch(ROWS, seed=d, day=d, shift=0.8)) for d in (3, 4)]
     step("ingest 2 batches after a market shift", ingest(model=MODEL, files=shifted, return_state=True))
     second = step("retrain after the shift", retrain(model=MODEL, reason="new data after shift", return_state=True))
-    bad = make_batch(500, seed=99, day=5).with_columns(churned=make_batch(500, seed=99, day=5)["churned"] + 5)
+    bad = make_batch(500, seed=99, day=5).with_columns(pl.col("churned") + 5)
     rejected = step(
         "ingest a batch with impossible labels",
         ingest(model=MODEL, files=[_write(incoming, "bad", bad)], return_state=True),
@@ -59,7 +64,7 @@ def run_demo(workdir: Path) -> int:
 
     print("\n=== story ===")
     for label, outcome in story:
-        print(f"{label}\n          {outcome.splitlines()[0] if outcome else ''}")
+        print(f"{label}\n          {outcome.splitlines()[0]}")
     print("\n=== status ===")
     workspace = Workspace.open()
     print(render_text(model_status(workspace, MODEL)))
@@ -90,7 +95,7 @@ def _fresh_workdir(workdir: Path) -> Path:
     return workdir
 
 
-def _write(directory: Path, name: str, frame: object) -> str:
+def _write(directory: Path, name: str, frame: pl.DataFrame) -> str:
     path = directory / f"{name}.parquet"
-    frame.write_parquet(path)  # type: ignore[attr-defined]
+    frame.write_parquet(path)
     return str(path)

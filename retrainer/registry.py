@@ -52,7 +52,7 @@ def pip_requirements() -> list[str]:
     """Pinned requirements of the serving model, taken from the running environment."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("mlflow", "lightgbm", "numpy", "pandas", "scikit-learn")]
+    return [f"{name}=={version(name)}" for name in ("mlflow", "lightgbm", "numpy", "pandas")]
 
 
 class Registry:
@@ -143,7 +143,7 @@ class Registry:
             self._ensure_registered(model)
             source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
             created = self.client.create_model_version(model, source=source, run_id=run_id)
-            return VersionInfo(model, str(created.version), run_id, {})
+            return _info(created)
 
     def _ensure_registered(self, model: str) -> None:
         from mlflow.exceptions import MlflowException
@@ -153,6 +153,12 @@ class Registry:
         except MlflowException:
             self.client.create_registered_model(model, description=f"Managed by retrainer ({model}).")
 
+    def run_details(self, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
+        """Tags and latest metric values of a tracking run."""
+        with self._errors(f"run {run_id}"):
+            run = self.client.get_run(run_id)
+            return dict(run.data.tags), dict(run.data.metrics)
+
     def version(self, model: str, version: str) -> VersionInfo:
         """Return one version.
 
@@ -160,8 +166,7 @@ class Registry:
             RegistryError: the version does not exist.
         """
         with self._errors(f"{model} version {version}"):
-            found = self.client.get_model_version(model, version)
-            return VersionInfo(model, str(found.version), found.run_id, dict(found.tags))
+            return _info(self.client.get_model_version(model, version))
 
     def alias(self, model: str, alias: str) -> VersionInfo | None:
         """Return the version ``alias`` points to, or ``None`` when unset or the model is unknown."""
@@ -173,7 +178,7 @@ class Registry:
             if _is_not_found(exc):
                 return None
             raise _translate(exc, f"alias {model}@{alias}") from exc
-        return VersionInfo(model, str(found.version), found.run_id, dict(found.tags))
+        return _info(found)
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version`` unconditionally."""
@@ -227,6 +232,10 @@ class Registry:
             yield
         except MlflowException as exc:
             raise _translate(exc, what) from exc
+
+
+def _info(found: Any) -> VersionInfo:
+    return VersionInfo(str(found.name), str(found.version), found.run_id, dict(found.tags))
 
 
 def _signature(trained: TrainedModel) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ def decision_markdown(
     decision_line: str, judgement: Judgement | None, lineage: dict[str, Any], links: dict[str, str]
 ) -> str:
     """The decision record: outcome, every rule, champion vs challenger per metric and slice, lineage."""
-    parts = [f"# Retrain decision\n\n**{decision_line}**\n"]
+    parts = [f"# Retrain decision\n\n**{decision_line}**"]
     if judgement is not None:
         parts += [_rules(judgement), _metrics(judgement), _slices(judgement)]
         parts += [f"- note: {note}" for note in judgement.notes]
@@ -31,40 +32,49 @@ def decision_markdown(
     return "\n\n".join(part for part in parts if part)
 
 
+def _table(title: str, columns: list[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def _rules(judgement: Judgement) -> str:
-    rows = [f"| {'✅' if r.passed else '❌'} | `{r.name}` | {r.detail} |" for r in judgement.rules]
-    header = "## Rules\n\n| | rule | detail |\n|---|---|---|"
-    return "\n".join([header, *rows])
+    rows = [["✅" if r.passed else "❌", f"`{r.name}`", r.detail] for r in judgement.rules]
+    return _table("Rules", ["", "rule", "detail"], rows)
 
 
 def _metrics(judgement: Judgement) -> str:
-    header = (
-        f"## Champion vs challenger on {judgement.holdout_rows} holdout rows\n\n"
-        "| metric | champion | challenger | improvement | lower bound |\n|---|---|---|---|---|"
-    )
     rows = [
-        f"| {'**' + m.metric + '**' if m.metric == judgement.primary else m.metric} | {_number(m.champion)} | "
-        f"{_number(m.challenger)} | {_number(m.improvement, signed=True)} | {_number(m.lower_bound, signed=True)} |"
+        [
+            f"**{m.metric}**" if m.metric == judgement.primary else m.metric,
+            _number(m.champion),
+            _number(m.challenger),
+            _number(m.improvement, signed=True),
+            _number(m.lower_bound, signed=True),
+        ]
         for m in judgement.metrics
     ]
-    return "\n".join([header, *rows])
+    title = f"Champion vs challenger on {judgement.holdout_rows} holdout rows"
+    return _table(title, ["metric", "champion", "challenger", "improvement", "lower bound"], rows)
 
 
 def _slices(judgement: Judgement) -> str:
     if not judgement.slices:
         return ""
-    header = (
-        f"## Slices ({judgement.primary})\n\n"
-        "| slice | rows | champion | challenger | change | judged |\n|---|---|---|---|---|---|"
-    )
     rows = [
-        f"| {s.column}={s.value} | {s.rows} | {_number(s.champion)} | {_number(s.challenger)} | "
-        f"{_number(s.improvement, signed=True)} | {'yes' if s.judged else 'no'} |"
+        [
+            f"{s.column}={s.value}",
+            s.rows,
+            _number(s.champion),
+            _number(s.challenger),
+            _number(s.improvement, signed=True),
+            "yes" if s.judged else "no",
+        ]
         for s in judgement.slices
     ]
-    return "\n".join([header, *rows])
+    columns = ["slice", "rows", "champion", "challenger", "change", "judged"]
+    return _table(f"Slices ({judgement.primary})", columns, rows)
 
 
 def _lineage(lineage: dict[str, Any]) -> str:
-    rows = [f"| {key} | `{value}` |" for key, value in lineage.items()]
-    return "\n".join(["## Data lineage\n\n| | |\n|---|---|", *rows])
+    return _table("Data lineage", ["", ""], [[key, f"`{value}`"] for key, value in lineage.items()])

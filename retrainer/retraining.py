@@ -59,6 +59,7 @@ class DataSplit:
     training: list[BatchRecord]
     holdout: list[BatchRecord]
     row_split: bool
+    features: list[str]
 
     def lineage(self) -> dict[str, Any]:
         """Batch ids and content hashes of both sides, plus one digest per side."""
@@ -84,11 +85,12 @@ def plan_split(manifest: Manifest, config: ModelConfig) -> DataSplit:
     batches = _newest_last(manifest.batches)
     if not batches:
         raise NoDataError(manifest.model, "no accepted batch yet: ingest labelled data first")
+    features = schema_for(config, batches[0].columns, manifest.features).features
     if len(batches) <= config.holdout.batches:
-        return DataSplit(training=batches, holdout=batches, row_split=True)
+        return DataSplit(training=batches, holdout=batches, row_split=True, features=features)
     holdout = batches[-config.holdout.batches :]
     rest = batches[: -config.holdout.batches]
-    return DataSplit(training=rest[-config.window.batches :], holdout=holdout, row_split=False)
+    return DataSplit(training=rest[-config.window.batches :], holdout=holdout, row_split=False, features=features)
 
 
 def _newest_last(batches: list[BatchRecord]) -> list[BatchRecord]:
@@ -107,8 +109,7 @@ class Frames:
 
 def load_frames(store: BatchStore, split: DataSplit, config: ModelConfig) -> Frames:
     """Read the split's batches once, keeping only the columns the model uses."""
-    manifest = store.manifest()
-    schema = schema_for(config, manifest.batches[0].columns, manifest.features)
+    schema = schema_for(config, [], split.features)
     spec = FeatureSpec.build(config, schema)
     columns = list(dict.fromkeys([*schema.required, *config.slices]))
     if split.row_split:
@@ -187,9 +188,13 @@ class Decision:
     version: str
     outcome: Outcome
     champion_before: str | None
-    champion_after: str | None
     reasons: list[str]
     judgement: Judgement | None
+
+    @property
+    def champion_after(self) -> str | None:
+        """The champion once this decision took effect."""
+        return self.version if self.outcome is Outcome.PROMOTED else self.champion_before
 
     @property
     def message(self) -> str:
@@ -219,8 +224,7 @@ def conclude(
         reasons = [
             f"champion moved to v{now.version if now else '?'} while v{version.version} was judged against v{expected}"
         ]
-    after = version.version if outcome is Outcome.PROMOTED else expected
-    decision = Decision(version.model, version.version, outcome, expected, after, reasons, judgement)
+    decision = Decision(version.model, version.version, outcome, expected, reasons, judgement)
     _record(registry, history, decision, trigger)
     return decision
 

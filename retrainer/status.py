@@ -45,7 +45,7 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
 def _version_status(workspace: Workspace, found: VersionInfo | None, alias: str) -> dict[str, Any] | None:
     if found is None:
         return None
-    run_tags, run_metrics = _run_details(workspace, found.run_id)
+    run_tags, run_metrics = workspace.registry.run_details(found.run_id) if found.run_id else ({}, {})
     holdout = {k.removeprefix("holdout_"): v for k, v in run_metrics.items() if k.startswith("holdout_")}
     return {
         "version": found.version,
@@ -57,13 +57,6 @@ def _version_status(workspace: Workspace, found: VersionInfo | None, alias: str)
         "holdout_batches": _split_ids(run_tags.get("retrainer.holdout_batches")),
         "holdout_metrics": holdout,
     }
-
-
-def _run_details(workspace: Workspace, run_id: str | None) -> tuple[dict[str, str], dict[str, float]]:
-    if run_id is None:
-        return {}, {}
-    run = workspace.registry.client.get_run(run_id)
-    return dict(run.data.tags), dict(run.data.metrics)
 
 
 def _split_ids(value: str | None) -> list[str]:

@@ -84,7 +84,7 @@ class BatchStore:
     def writing(self) -> Iterator[Manifest]:
         """Lock the store for writing and yield the current manifest."""
         with file_lock(self.directory / ".lock"):
-            for directory in (self.batches_dir, self.directory):
+            for directory in (self.batches_dir, self.quarantine_dir, self.directory):
                 if directory.exists():
                     remove_stale_temporaries(directory)
             yield self.manifest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 
 from retrainer.config import ModelConfig, ProjectConfig, Settings, load_project, load_settings
@@ -11,22 +10,29 @@ from retrainer.registry import Registry
 from retrainer.store import BatchStore
 
 
-@dataclass
 class Workspace:
-    """Everything a command needs, resolved from one :class:`Settings`. Creates nothing on disk."""
+    """Everything a command needs, resolved from one :class:`Settings`. Creates nothing on disk.
 
-    settings: Settings
-    project: ProjectConfig
+    Args:
+        settings: Settings to use; default: read from the environment.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Workspace:
-        """Read settings from the environment (unless given) and load the config file they name.
+        """Read settings from the environment (unless given); the config file is read on first use."""
+        return cls(settings)
+
+    @cached_property
+    def project(self) -> ProjectConfig:
+        """The config file the settings name, read once.
 
         Raises:
             ConfigError: the config file is missing or invalid.
         """
-        settings = settings or load_settings()
-        return cls(settings, load_project(settings.config))
+        return load_project(self.settings.config)
 
     def model(self, name: str) -> ModelConfig:
         """Config of model ``name`` (raises ``UnknownModelError``)."""

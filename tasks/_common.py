@@ -1,11 +1,19 @@
-"""Shared task plumbing: the retry rule and workspace access."""
+"""Shared task plumbing: the retry rule, workspace access and artifact keys."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 
 from retrainer.errors import TransientRegistryError
 from retrainer.workspace import Workspace
+
+P = ParamSpec("P")
+R = TypeVar("R")
+REGISTRY_RETRY_DELAYS = [2.0, 5.0, 15.0]
 
 
 def only_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -19,8 +27,19 @@ def only_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+def registry_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """Decorator for a task that talks to the model registry: retried on transient errors only."""
+    return task(
+        name=name,
+        cache_policy=NO_CACHE,
+        retries=len(REGISTRY_RETRY_DELAYS),
+        retry_delay_seconds=REGISTRY_RETRY_DELAYS,
+        retry_condition_fn=only_transient,
+    )
+
+
 def workspace() -> Workspace:
-    """Open the workspace from the environment (settings + config file)."""
+    """Open the workspace from the environment (settings; the config file is read on first use)."""
     return Workspace.open()
 
 

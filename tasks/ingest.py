@@ -9,15 +9,15 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from retrainer import events
+from retrainer.config import ModelConfig
 from retrainer.ingest import IngestOutcome, IngestReport, ingest_file
 from tasks._common import artifact_key, workspace
 
 
 @task(name="ingest-file", cache_policy=NO_CACHE, task_run_name="ingest-{source}")
-def ingest_one(model: str, source: str) -> IngestOutcome:
+def ingest_one(model: str, config: ModelConfig, source: str) -> IngestOutcome:
     """Check ``source`` against ``model``'s contract; store it or quarantine it."""
-    ws = workspace()
-    return ingest_file(ws.store(model), ws.model(model), Path(source))
+    return ingest_file(workspace().store(model), config, Path(source))
 
 
 @task(name="describe-ingest", cache_policy=NO_CACHE)

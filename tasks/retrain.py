@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from retrainer import events
+from retrainer.config import ModelConfig
 from retrainer.judgement import Judgement
 from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
 from retrainer.report import decision_markdown
@@ -27,9 +28,7 @@ from retrainer.retraining import (
     score_holdout,
 )
 from retrainer.training import TrainedModel, train
-from tasks._common import artifact_key, only_transient, workspace
-
-_RETRY_DELAYS = [2.0, 5.0, 15.0]
+from tasks._common import artifact_key, registry_task, workspace
 
 
 @task(name="describe-trigger")
@@ -41,54 +40,38 @@ def describe_trigger(reason: str, event_id: str | None) -> Trigger:
 
 
 @task(name="plan-training-data")
-def plan_training_data(model: str) -> DataSplit:
+def plan_training_data(model: str, config: ModelConfig) -> DataSplit:
     """Choose the training window and the holdout from the accepted batches."""
-    ws = workspace()
-    return plan_split(ws.store(model).manifest(), ws.model(model))
+    return plan_split(workspace().store(model).manifest(), config)
 
 
 @task(name="load-frames", cache_policy=NO_CACHE)
-def load_training_frames(model: str, split: DataSplit) -> Frames:
+def load_training_frames(model: str, config: ModelConfig, split: DataSplit) -> Frames:
     """Read the split's batches once, only the columns the model uses."""
-    ws = workspace()
-    return load_frames(ws.store(model), split, ws.model(model))
+    return load_frames(workspace().store(model), split, config)
 
 
 @task(name="train-challenger", cache_policy=NO_CACHE)
-def train_challenger(model: str, frames: Frames) -> TrainedModel:
+def train_challenger(config: ModelConfig, frames: Frames) -> TrainedModel:
     """Fit the LightGBM challenger with early stopping."""
-    return train(frames.train, frames.valid, frames.spec, workspace().model(model).lightgbm)
+    return train(frames.train, frames.valid, frames.spec, config.lightgbm)
 
 
-@task(
-    name="register-challenger",
-    cache_policy=NO_CACHE,
-    retries=len(_RETRY_DELAYS),
-    retry_delay_seconds=_RETRY_DELAYS,
-    retry_condition_fn=only_transient,
-)
+@registry_task("register-challenger")
 def register_challenger(
-    model: str, split: DataSplit, frames: Frames, trained: TrainedModel, trigger: Trigger
+    model: str, config: ModelConfig, split: DataSplit, frames: Frames, trained: TrainedModel, trigger: Trigger
 ) -> VersionInfo:
     """Log the MLflow run (params, lineage, trigger), register the model and alias it ``challenger``."""
-    ws = workspace()
-    registry = ws.registry
+    registry = workspace().registry
     run_name = f"retrain-{trigger.reason[:40]}"
-    run_id = registry.start_run(
-        model, run_name, run_params(ws.model(model), frames, trained), lineage_tags(split, trigger)
-    )
+    run_id = registry.start_run(model, run_name, run_params(config, frames, trained), lineage_tags(split, trigger))
     registry.log_dict(run_id, lineage_json(split, trigger), "lineage.json")
     version = registry.register(model, run_id, trained, frames.holdout.head(5).to_pandas())
     registry.set_alias(model, CHALLENGER, version.version)
     return version
 
 
-@task(
-    name="read-champion",
-    retries=len(_RETRY_DELAYS),
-    retry_delay_seconds=_RETRY_DELAYS,
-    retry_condition_fn=only_transient,
-)
+@registry_task("read-champion")
 def read_champion(model: str) -> VersionInfo | None:
     """The version currently aliased ``champion`` (the one the challenger is judged against)."""
     return workspace().registry.alias(model, CHAMPION)
@@ -96,34 +79,31 @@ def read_champion(model: str) -> VersionInfo | None:
 
 @task(name="judge-challenger", cache_policy=NO_CACHE)
 def judge_challenger(
-    model: str, challenger: VersionInfo, champion: VersionInfo | None, frames: Frames
+    config: ModelConfig, challenger: VersionInfo, champion: VersionInfo | None, frames: Frames
 ) -> Judgement | None:
     """Score both versions on the same holdout rows and apply the policy; ``None`` when disabled."""
-    ws = workspace()
-    config = ws.model(model)
     if config.promotion.mode == "disabled":
         return None
-    scores = score_holdout(ws.registry, model, challenger.version, champion, frames, config.slices)
+    registry = workspace().registry
+    scores = score_holdout(registry, challenger.model, challenger.version, champion, frames, config.slices)
     judgement = evaluate(config, scores)
     if challenger.run_id:
-        ws.registry.log_metrics(challenger.run_id, holdout_metric_values(judgement))
+        registry.log_metrics(challenger.run_id, holdout_metric_values(judgement))
     return judgement
 
 
-@task(
-    name="conclude-decision",
-    retries=len(_RETRY_DELAYS),
-    retry_delay_seconds=_RETRY_DELAYS,
-    retry_condition_fn=only_transient,
-)
+@registry_task("conclude-decision")
 def conclude_decision(
-    model: str, challenger: VersionInfo, champion: VersionInfo | None, judgement: Judgement | None, trigger: Trigger
+    config: ModelConfig,
+    challenger: VersionInfo,
+    champion: VersionInfo | None,
+    judgement: Judgement | None,
+    trigger: Trigger,
 ) -> Decision:
     """Promote by compare-and-set if earned; record the decision on the version and in the history."""
     ws = workspace()
-    decision = conclude(
-        ws.registry, ws.history(model), challenger, champion, judgement, ws.model(model).promotion.mode, trigger
-    )
+    history = ws.history(challenger.model)
+    decision = conclude(ws.registry, history, challenger, champion, judgement, config.promotion.mode, trigger)
     if challenger.run_id:
         ws.registry.set_run_tags(challenger.run_id, {"retrainer.outcome": decision.outcome.value})
         ws.registry.end_run(challenger.run_id)

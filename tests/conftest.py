@@ -12,6 +12,8 @@ import polars as pl
 import pytest
 import yaml
 
+from retrainer.workspace import Workspace
+
 # Set before anything imports Prefect or MLflow: no telemetry, no network, no progress bars.
 os.environ.update(
     {
@@ -55,10 +57,8 @@ class Project:
         frame.write_parquet(path)
         return str(path)
 
-    def workspace(self) -> Any:
+    def workspace(self) -> Workspace:
         """Open the workspace this project's environment describes."""
-        from retrainer.workspace import Workspace
-
         return Workspace.open()
 
 

@@ -251,6 +251,12 @@ BAD_BATCHES: dict[str, BadBatch] = {
         (("not_castable", "event_time"),),
         ("1 value(s) are not a timestamp, e.g. 'not-a-date'",),
     ),
+    "missing_column_with_bad_values_elsewhere": BadBatch(
+        "no_time_bad_label.csv",
+        csv_writer(with_values(good_frame().drop("event_time"), "churned", {4: 9})),
+        (("missing_column", "event_time"), ("unknown_class", "churned")),
+        ("required column is absent", "1 label(s) outside classes [0, 1], e.g. '9'"),
+    ),
     "several_violations_at_once": BadBatch(
         "everything_wrong.csv",
         csv_writer(_several_violations()),

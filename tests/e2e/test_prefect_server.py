@@ -91,11 +91,12 @@ def test_cli_flows_events_and_artifacts_reach_a_real_server(project: Project, pr
     runs = _post(prefect_api, "/flow_runs/filter", {"sort": "START_TIME_ASC"})
     assert [r["state_name"] for r in runs] == ["Accepted", "Quarantined", "Promoted"]
 
-    def arrived() -> list[dict[str, Any]]:
+    def all_four_events() -> list[dict[str, Any]] | None:
         body = {"filter": {"event": {"prefix": ["retrainer."]}}, "limit": 50}
-        return list(_post(prefect_api, "/events/filter", body)["events"])
+        found: list[dict[str, Any]] = _post(prefect_api, "/events/filter", body)["events"]
+        return found if len(found) >= 4 else None
 
-    events = _wait_for(lambda: len(arrived()) >= 4 and arrived(), 30, "retrainer events")
+    events = _wait_for(all_four_events, 30, "retrainer events")
     names = sorted(e["event"] for e in events)
     assert names == [
         "retrainer.data.arrived",

@@ -1,0 +1,36 @@
+"""The decision record rendered for the Prefect UI."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from retrainer.config import PromotionPolicy
+from retrainer.judgement import HoldoutScores, judge
+from retrainer.report import decision_markdown
+
+
+def test_decision_record_shows_rules_champion_vs_challenger_slices_and_lineage() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    champion = rng.random(400)
+    challenger = np.clip(champion + 0.3 * y, 0, 1)
+    scores = HoldoutScores(y, challenger, champion, {"plan": np.array(["basic", "pro"] * 200)})
+    judgement = judge("binary", "roc_auc", scores, PromotionPolicy(min_slice_rows=50))
+    markdown = decision_markdown("churn v2: Promoted", judgement, {"training_batches": ["b1"]}, {"run": "runs:/1"})
+    lines = markdown.splitlines()
+    assert lines[:3] == ["# Retrain decision", "", "**churn v2: Promoted**"]
+    assert "| metric | champion | challenger | improvement | lower bound |" in lines
+    primary = next(line for line in lines if line.startswith("| **roc_auc**"))
+    assert primary.count("|") == 6 and "+0." in primary.split("|")[-2]
+    assert any(line.startswith("| ✅ | `slice:plan=basic` |") for line in lines)
+    assert "| training_batches | `['b1']` |" in lines
+    assert "- [run](runs:/1)" in lines
+
+
+def test_first_model_record_has_no_champion_columns_filled() -> None:
+    y = np.array([0, 1] * 100)
+    judgement = judge("binary", "roc_auc", HoldoutScores(y, np.where(y == 1, 0.9, 0.1)), PromotionPolicy())
+    markdown = decision_markdown("churn v1: Promoted", judgement, {}, {})
+    roc_row = next(line for line in markdown.splitlines() if line.startswith("| **roc_auc**"))
+    assert roc_row == "| **roc_auc** | — | 1.0000 | — | — |"
+    assert "Slices" not in markdown and "Links" not in markdown
