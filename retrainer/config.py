@@ -89,6 +89,73 @@ class PromotionPolicy(_Strict):
         return value
 
 
+DriftWindowMode = Literal["latest", "since_last_check"]
+
+
+class DriftWindow(_Strict):
+    """Which accepted batches a drift check looks at.
+
+    ``latest``: the newest ``batches`` batches. ``since_last_check``: every batch accepted since the
+    previous check (at least one), capped at the newest ``batches``.
+    """
+
+    mode: DriftWindowMode = "latest"
+    batches: int = Field(1, ge=1)
+
+
+class IncidentPolicy(_Strict):
+    """When drifting checks become an incident. See ``retrainer.incidents``."""
+
+    k: int = Field(1, ge=1, description="Drifted checks needed among the last n (the latest must drift)")
+    n: int = Field(1, ge=1, description="How many recent checks are counted")
+    cooldown_seconds: float = Field(
+        3600.0, ge=0, description="No new incident this long after a promotion or retrain start"
+    )
+    retrain_timeout_seconds: float = Field(
+        6 * 3600.0, gt=0, description="A retrain start older than this no longer counts as in flight"
+    )
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> IncidentPolicy:
+        if self.k > self.n:
+            raise ValueError(f"incident k ({self.k}) must not exceed n ({self.n})")
+        return self
+
+
+class DriftConfig(_Strict):
+    """Drift monitoring of one model: Evidently's drift parameters plus retrainer's incident rules.
+
+    Methods and thresholds are Evidently's names (defaults: Evidently's own choice per column).
+    """
+
+    method: str | None = None
+    num_method: str | None = None
+    cat_method: str | None = None
+    per_column_method: dict[str, str] = Field(default_factory=dict)
+    threshold: float | None = Field(None, gt=0)
+    per_column_threshold: dict[str, float] = Field(default_factory=dict)
+    drift_share: float = Field(0.5, gt=0, le=1, description="Dataset drift when this share of features drifts")
+    performance_tolerance: float = Field(
+        0.05, ge=0, description="Allowed drop of the primary metric on labelled windows vs the holdout figure"
+    )
+    reference_rows: int = Field(200_000, ge=1000, description="Cap of the champion's reference sample")
+    reference_seed: int = 11
+    fast_above: int = Field(
+        50_000, ge=1000, description="Above this many rows per side, statistics are computed in polars"
+    )
+    report_rows: int = Field(5_000, ge=500, description="Rows per side drawn for the HTML report on big data")
+    window: DriftWindow = DriftWindow()
+    incident: IncidentPolicy = IncidentPolicy()
+
+    @field_validator("per_column_threshold")
+    @classmethod
+    def _positive_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, threshold in value.items() if threshold <= 0]
+        if bad:
+            raise ValueError(f"per-column thresholds must be > 0: {', '.join(bad)}")
+        return value
+
+
 class ModelConfig(_Strict):
     """Everything retrainer needs to know about one model."""
 
@@ -103,6 +170,7 @@ class ModelConfig(_Strict):
     window: WindowConfig = WindowConfig()
     holdout: HoldoutConfig = HoldoutConfig()
     promotion: PromotionPolicy = PromotionPolicy()
+    drift: DriftConfig = DriftConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -128,6 +196,10 @@ class ModelConfig(_Strict):
             missing = set(self.slices) - set(self.features)
             if missing:
                 problems.append(f"slices must be features: {sorted(missing)}")
+            named = set(self.drift.per_column_method) | set(self.drift.per_column_threshold)
+            unknown_drift = named - set(self.features)
+            if unknown_drift:
+                problems.append(f"drift settings name columns that are not features: {sorted(unknown_drift)}")
         return problems
 
     def _class_problems(self) -> list[str]:
