@@ -1,0 +1,247 @@
+"""Drift incidents: when drifting checks become one retrain, and the state that survives restarts.
+
+The rules are pure functions over :class:`IncidentState`; :class:`IncidentBook` persists the state
+of one model as a JSON file, changed only under a file lock, so the monitor and retrain flows of
+any process on this host see one consistent history.
+
+Rules, in the order they apply to a new check:
+
+1. Only checks against the current champion count: a new champion (promotion or rollback) closes
+   the open incident as ``rebaselined`` and forgets earlier checks.
+2. An alarming check while an incident is open attaches to it (no new incident, no new event).
+3. An alarming check while a retrain is in flight (started, not finished, younger than the retrain
+   timeout) is absorbed by that retrain.
+4. An alarming check within the cooldown after a promotion or a retrain start opens nothing.
+5. Otherwise an incident opens when at least ``k`` of the last ``n`` checks alarmed and the latest
+   did. Its key names the model, the champion version and the first alarming check counted.
+
+A check alarms when its dataset drift verdict is positive or the champion's labelled performance
+degraded beyond tolerance. An incident closes when the retrain it started finishes; the checks it
+consumed do not count towards the next one. A retrain that fails closes its incident too, but its
+checks still count, so persisting drift opens a new incident once the cooldown has passed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from retrainer.config import IncidentPolicy
+from retrainer.fsutil import atomic_write_bytes, file_lock
+
+T = TypeVar("T")
+_KEPT_CLOSED = 20
+
+
+class Action(StrEnum):
+    """What a check led to; the monitor flow's final state carries this name."""
+
+    STABLE = "Stable"
+    WATCHING = "Watching"
+    COOLDOWN = "Cooldown"
+    ATTACHED = "Attached"
+    OPENED = "Incident"
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One drift check as the incident rules see it."""
+
+    check_id: str
+    at: datetime
+    champion_version: str
+    batch_ids: list[str]
+    alarming: bool
+    drift_share: float
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Sustained drift (or degraded performance) of one champion, answered by one retrain."""
+
+    key: str
+    model: str
+    champion_version: str
+    opened_at: datetime
+    check_ids: list[str]
+    retrain_started_at: datetime | None = None
+    closed_at: datetime | None = None
+    resolution: str | None = None
+
+
+@dataclass(frozen=True)
+class IncidentState:
+    """Everything the rules remember about one model."""
+
+    model: str
+    checks: list[CheckRecord] = field(default_factory=list)
+    open: Incident | None = None
+    closed: list[Incident] = field(default_factory=list)
+    retrain_in_flight_since: datetime | None = None
+    last_retrain_started_at: datetime | None = None
+    last_promotion_at: datetime | None = None
+
+    @property
+    def last_checked_batch(self) -> str | None:
+        """The newest batch of the latest check, if any."""
+        return self.checks[-1].batch_ids[-1] if self.checks and self.checks[-1].batch_ids else None
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The action a check led to, the incident concerned (if any) and why."""
+
+    action: Action
+    incident: Incident | None
+    reason: str
+
+
+def incident_key(model: str, champion_version: str, first_check_id: str) -> str:
+    """The stable key of an incident (also the seed of its event id)."""
+    return f"{model}:v{champion_version}:{first_check_id}"
+
+
+def assess(
+    state: IncidentState, check: CheckRecord, policy: IncidentPolicy, now: datetime
+) -> tuple[IncidentState, Assessment]:
+    """Apply the incident rules to a new check; return the new state and what happened.
+
+    Pure: the caller persists the returned state.
+    """
+    state = _rebaseline(state, check, now)
+    checks = [*state.checks, check][-max(policy.n, 1) :]
+    state = replace(state, checks=checks)
+    if not check.alarming:
+        return state, Assessment(Action.STABLE, state.open, "no drift and no degraded performance")
+    if state.open is not None:
+        attached = replace(state.open, check_ids=[*state.open.check_ids, check.check_id])
+        return replace(state, open=attached), Assessment(Action.ATTACHED, attached, f"attached to {attached.key}")
+    if _in_flight(state, policy, now):
+        since = _iso(state.retrain_in_flight_since)
+        return state, Assessment(Action.ATTACHED, None, f"absorbed by the retrain in flight since {since}")
+    quiet_since = _latest(state.last_promotion_at, state.last_retrain_started_at)
+    if quiet_since is not None and now - quiet_since < timedelta(seconds=policy.cooldown_seconds):
+        until = _iso(quiet_since + timedelta(seconds=policy.cooldown_seconds))
+        return state, Assessment(Action.COOLDOWN, None, f"cooldown until {until}")
+    alarming = [c for c in checks if c.alarming]
+    if len(alarming) < policy.k:
+        reason = f"{len(alarming)} of the last {len(checks)} checks alarmed; {policy.k} of {policy.n} needed"
+        return state, Assessment(Action.WATCHING, None, reason)
+    opened = Incident(
+        key=incident_key(state.model, check.champion_version, alarming[0].check_id),
+        model=state.model,
+        champion_version=check.champion_version,
+        opened_at=now,
+        check_ids=[c.check_id for c in alarming],
+    )
+    reason = f"{len(alarming)} of the last {len(checks)} checks alarmed (needed {policy.k} of {policy.n})"
+    return replace(state, open=opened), Assessment(Action.OPENED, opened, reason)
+
+
+def _rebaseline(state: IncidentState, check: CheckRecord, now: datetime) -> IncidentState:
+    stale = [c for c in state.checks if c.champion_version != check.champion_version]
+    if not stale and (state.open is None or state.open.champion_version == check.champion_version):
+        return state
+    current = [c for c in state.checks if c.champion_version == check.champion_version]
+    if state.open is not None and state.open.champion_version != check.champion_version:
+        return _close(replace(state, checks=current), now, "rebaselined")
+    return replace(state, checks=current)
+
+
+def _in_flight(state: IncidentState, policy: IncidentPolicy, now: datetime) -> bool:
+    since = state.retrain_in_flight_since
+    return since is not None and now - since < timedelta(seconds=policy.retrain_timeout_seconds)
+
+
+def retrain_started(state: IncidentState, at: datetime, key: str | None) -> IncidentState:
+    """Record a retrain start (it opens the cooldown); mark the open incident if the retrain answers it."""
+    state = replace(state, retrain_in_flight_since=at, last_retrain_started_at=at)
+    if state.open is not None and key == state.open.key:
+        state = replace(state, open=replace(state.open, retrain_started_at=at))
+    return state
+
+
+def retrain_finished(state: IncidentState, at: datetime, outcome: str, promoted: bool) -> IncidentState:
+    """Record a retrain end; it closes the incident whose retrain it was and consumes its checks."""
+    state = replace(state, retrain_in_flight_since=None)
+    if promoted:
+        state = replace(state, last_promotion_at=at)
+    if state.open is not None and state.open.retrain_started_at is not None:
+        state = _close(replace(state, checks=[]), at, outcome)
+    return state
+
+
+def retrain_failed(state: IncidentState, at: datetime, how: str) -> IncidentState:
+    """Record a retrain that failed or crashed: its incident closes unresolved, its checks still count."""
+    state = replace(state, retrain_in_flight_since=None)
+    if state.open is not None and state.open.retrain_started_at is not None:
+        state = _close(state, at, f"retrain {how.lower()}")
+    return state
+
+
+def _close(state: IncidentState, at: datetime, resolution: str) -> IncidentState:
+    if state.open is None:
+        return state
+    closed = replace(state.open, closed_at=at, resolution=resolution)
+    return replace(state, open=None, closed=[*state.closed, closed][-_KEPT_CLOSED:])
+
+
+def _latest(*moments: datetime | None) -> datetime | None:
+    present = [m for m in moments if m is not None]
+    return max(present) if present else None
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "?"
+
+
+class IncidentBook:
+    """The persisted :class:`IncidentState` of one model (a JSON file plus its lock)."""
+
+    def __init__(self, path: Path, model: str) -> None:
+        self.path = path
+        self.model = model
+
+    def read(self) -> IncidentState:
+        """The current state; an empty one before the first check."""
+        if not self.path.exists():
+            return IncidentState(model=self.model)
+        return _state_from_json(json.loads(self.path.read_text(encoding="utf-8")))
+
+    def update(self, change: Callable[[IncidentState], tuple[IncidentState, T]]) -> T:
+        """Apply ``change`` to the state under the lock, persist the new state, return its result."""
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            state, result = change(self.read())
+            atomic_write_bytes(self.path, json.dumps(_state_to_json(state), indent=2).encode("utf-8"))
+            return result
+
+
+def _state_to_json(state: IncidentState) -> dict[str, Any]:
+    encoded: dict[str, Any] = json.loads(json.dumps(asdict(state), default=datetime.isoformat))
+    return encoded
+
+
+def _state_from_json(raw: dict[str, Any]) -> IncidentState:
+    return IncidentState(
+        model=raw["model"],
+        checks=[CheckRecord(**{**c, "at": _when(c["at"])}) for c in raw["checks"]],
+        open=_incident(raw["open"]) if raw["open"] else None,
+        closed=[_incident(i) for i in raw["closed"]],
+        retrain_in_flight_since=_when(raw["retrain_in_flight_since"]),
+        last_retrain_started_at=_when(raw["last_retrain_started_at"]),
+        last_promotion_at=_when(raw["last_promotion_at"]),
+    )
+
+
+def _incident(raw: dict[str, Any]) -> Incident:
+    times = ("opened_at", "retrain_started_at", "closed_at")
+    return Incident(**{**raw, **{name: _when(raw[name]) for name in times}})
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
