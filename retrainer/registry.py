@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from retrainer.training import TrainedModel
 
+Purpose = Literal["training", "monitoring"]
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _SERVING_CODE = Path(__file__).with_name("serving.py")
@@ -76,20 +77,32 @@ class Registry:
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def experiment_id(self, model: str) -> str:
-        """Return the id of the model's experiment, creating it on first use."""
-        name = f"retrainer-{model}"
+    def experiment_id(self, model: str, purpose: Purpose = "training") -> str:
+        """Return the id of the model's experiment for ``purpose``, creating it on first use.
+
+        Training runs (one per challenger) go to ``retrainer-<model>``; drift checks to
+        ``retrainer-<model>-monitoring``.
+        """
+        name = f"retrainer-{model}" if purpose == "training" else f"retrainer-{model}-{purpose}"
         with self._errors(f"experiment {name}"):
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return str(found.experiment_id)
-            location = (self.artifact_root / model).as_uri()
+            folder = self.artifact_root / model
+            location = (folder if purpose == "training" else folder / purpose).as_uri()
             return str(self.client.create_experiment(name, artifact_location=location))
 
-    def start_run(self, model: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """Open a tracking run with ``params`` and ``tags``; return its id."""
+    def start_run(
+        self,
+        model: str,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        purpose: Purpose = "training",
+    ) -> str:
+        """Open a tracking run with ``params`` and ``tags`` in the ``purpose`` experiment; return its id."""
         with self._errors(f"run for {model}"):
-            run = self.client.create_run(self.experiment_id(model), run_name=run_name, tags=_clip(tags))
+            run = self.client.create_run(self.experiment_id(model, purpose), run_name=run_name, tags=_clip(tags))
             run_id = str(run.info.run_id)
             for key, value in params.items():
                 self.client.log_param(run_id, key, value)
@@ -106,6 +119,29 @@ class Registry:
         """Store ``payload`` as a JSON artifact of the run."""
         with self._errors(f"artifact {name}"):
             self.client.log_dict(run_id, dict(payload), name)
+
+    def log_text(self, run_id: str, text: str, name: str) -> str:
+        """Store ``text`` as the artifact ``name`` of the run; return the artifact's URI."""
+        with self._errors(f"artifact {name}"):
+            self.client.log_text(run_id, text, name)
+            return f"{self.client.get_run(run_id).info.artifact_uri}/{name}"
+
+    def log_file(self, run_id: str, local: Path, folder: str) -> None:
+        """Copy the file ``local`` into the run's artifact ``folder``."""
+        with self._errors(f"artifact {folder}/{local.name}"):
+            self.client.log_artifact(run_id, str(local), folder)
+
+    def download(self, run_id: str, name: str, destination: Path) -> Path:
+        """Fetch the run's artifact ``name`` into ``destination``; return the local path.
+
+        Raises:
+            RegistryError: the artifact does not exist.
+        """
+        with self._errors(f"artifact {name} of run {run_id}"):
+            local = Path(self.client.download_artifacts(run_id, name, str(destination)))
+        if not local.exists():
+            raise RegistryError(f"artifact {name} of run {run_id} does not exist")
+        return local
 
     def set_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Tag a run."""

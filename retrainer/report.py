@@ -1,4 +1,4 @@
-"""Markdown renderings of decisions and ingests for Prefect artifacts (pure text, no Prefect)."""
+"""Markdown renderings of decisions and drift checks for Prefect artifacts (pure text, no Prefect)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from retrainer.incidents import Assessment
 from retrainer.judgement import Judgement
+from retrainer.monitoring import DriftCheck
 
 
 def _number(value: float | None, signed: bool = False) -> str:
@@ -78,3 +80,40 @@ def _slices(judgement: Judgement) -> str:
 
 def _lineage(lineage: dict[str, Any]) -> str:
     return _table("Data lineage", ["", ""], [[key, f"`{value}`"] for key, value in lineage.items()])
+
+
+def check_markdown(check: DriftCheck, assessment: Assessment, report_uri: str) -> str:
+    """The drift check record: verdict, incident action, top drifted columns, prediction and performance."""
+    verdict = "drift detected" if check.drift_detected else "no dataset drift"
+    head = (
+        f"# Drift check of {check.model} v{check.champion_version}\n\n"
+        f"**{assessment.action.value}: {assessment.reason}**\n\n"
+        f"- dataset: {verdict}, {check.drift_share:.0%} of features drifted\n"
+        f"- window: {', '.join(check.batch_ids)} ({check.current_rows} rows) vs {check.reference_rows} reference rows\n"
+        f"- statistics: {check.engine}\n"
+        f"- incident: {assessment.incident.key if assessment.incident else '—'}\n"
+        f"- [Evidently report]({report_uri})"
+    )
+    top = [[c.column, c.method, _number(c.score), _number(c.threshold), c.note or ""] for c in check.top_drifted()]
+    parts = [head]
+    if top:
+        parts.append(_table("Top drifted columns", ["column", "method", "score", "threshold", "note"], top))
+    if check.prediction is not None:
+        p = check.prediction
+        rows = [[p.method, _number(p.score), _number(p.threshold), "yes" if p.drifted else "no"]]
+        parts.append(_table("Champion prediction drift", ["method", "score", "threshold", "drifted"], rows))
+    if check.performance is not None:
+        q = check.performance
+        rows = [
+            [
+                q.metric,
+                str(q.rows),
+                _number(q.window),
+                _number(q.holdout),
+                _number(q.change, signed=True),
+                str(q.degraded),
+            ]
+        ]
+        columns = ["metric", "labelled rows", "window", "holdout", "change", "degraded"]
+        parts.append(_table("Champion performance on the window", columns, rows))
+    return "\n\n".join(parts)

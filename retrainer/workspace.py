@@ -6,6 +6,7 @@ from functools import cached_property
 
 from retrainer.config import ModelConfig, ProjectConfig, Settings, load_project, load_settings
 from retrainer.history import History
+from retrainer.incidents import IncidentBook
 from retrainer.registry import Registry
 from retrainer.store import BatchStore
 
@@ -45,6 +46,10 @@ class Workspace:
     def history(self, name: str) -> History:
         """Promotion history of model ``name``."""
         return History(self.settings.state_dir / "history" / f"{name}.jsonl")
+
+    def incidents(self, name: str) -> IncidentBook:
+        """Drift checks and incidents of model ``name``."""
+        return IncidentBook(self.settings.state_dir / "incidents" / f"{name}.json", name)
 
     @cached_property
     def registry(self) -> Registry:
