@@ -1,4 +1,4 @@
-"""Serve the ingest, retrain and rollback flows as deployments from one process (no worker needed).
+"""Serve the ingest, monitor, retrain and rollback flows as deployments from one process (no worker needed).
 
 Run ``python -m deployments.serve`` with ``PREFECT_API_URL`` pointing at a Prefect server (or with
 a Prefect Cloud profile); runs started from the UI, the API or ``prefect deployment run`` execute
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flows.ingest import ingest
+from flows.monitor import monitor
 from flows.retrain import retrain
 from flows.rollback import rollback
 
@@ -20,6 +21,7 @@ def deployments() -> list[Any]:
     """The deployments served, one per flow."""
     return [
         ingest.to_deployment(name=DEPLOYMENT_NAME, tags=["retrainer"]),
+        monitor.to_deployment(name=DEPLOYMENT_NAME, tags=["retrainer"]),
         retrain.to_deployment(name=DEPLOYMENT_NAME, tags=["retrainer"]),
         rollback.to_deployment(name=DEPLOYMENT_NAME, tags=["retrainer"]),
     ]

@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--reason", default="manual")
     retrain.set_defaults(handler=_retrain)
 
+    monitor = commands.add_parser("monitor", help="check the newest batches for drift against the champion")
+    monitor.add_argument("--model", required=True)
+    monitor.add_argument("--batch", dest="batch_id", metavar="ID", help="check this accepted batch only")
+    monitor.add_argument("--json", action="store_true", help="print the check summary as one JSON object")
+    monitor.set_defaults(handler=_monitor)
+
     rollback = commands.add_parser("rollback", help="move @champion back to an earlier version")
     rollback.add_argument("--model", required=True)
     rollback.add_argument("--to", dest="to_version", metavar="VERSION")
@@ -60,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Prefect's temporary server (used when no PREFECT_API_URL is set) needs more than its default
     # 20 s to start on a busy 2-core host.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     handler: Callable[[argparse.Namespace], int] = args.handler
     from retrainer.errors import RetrainerError
 
@@ -83,6 +90,28 @@ def _retrain(args: argparse.Namespace) -> int:
 
     state = retrain(model=args.model, reason=args.reason, return_state=True)
     return _report_state(state, ok_names={outcome.value for outcome in Outcome})
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import json
+
+    from flows.monitor import monitor
+    from retrainer.incidents import Action
+
+    state = monitor(model=args.model, batch_id=args.batch_id, return_state=True)
+    ok_names = {action.value for action in Action} | {"NoNewData"}
+    if not (args.json and state.is_completed()):
+        return _report_state(state, ok_names=ok_names, rejected_exit=EXIT_REJECTED)
+    checked = state.name in {action.value for action in Action}
+    nothing: dict[str, object] = {
+        "action": state.name,
+        "drift_detected": None,
+        "drift_share": None,
+        "columns": {},
+        "incident": None,
+    }
+    print(json.dumps(state.result() if checked else {**nothing, "message": state.message}))
+    return EXIT_OK if state.name in ok_names else EXIT_REJECTED
 
 
 def _rollback(args: argparse.Namespace) -> int:

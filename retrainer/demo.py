@@ -23,7 +23,7 @@ ROWS = 20_000
 
 
 def run_demo(workdir: Path) -> int:
-    """Generate data, ingest, retrain twice (bootstrap, then after a shift), show a rejected file.
+    """Generate data, ingest, train the first champion, detect drift after a shift, retrain, reject a file.
 
     Returns:
         0 when every step ended as the story expects, 1 otherwise.
@@ -37,6 +37,7 @@ def run_demo(workdir: Path) -> int:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
     from flows.ingest import ingest
+    from flows.monitor import monitor
     from flows.retrain import retrain
     from retrainer.status import model_status, render_text
     from retrainer.workspace import Workspace
@@ -55,7 +56,14 @@ def run_demo(workdir: Path) -> int:
     first = step("retrain (no champion yet)", retrain(model=MODEL, reason="initial model", return_state=True))
     shifted = [_write(incoming, f"day{d}-shifted", make_batch(ROWS, seed=d, day=d, shift=0.8)) for d in (3, 4)]
     step("ingest 2 batches after a market shift", ingest(model=MODEL, files=shifted, return_state=True))
-    second = step("retrain after the shift", retrain(model=MODEL, reason="new data after shift", return_state=True))
+    checked = monitor(model=MODEL, return_state=True)
+    drift = step("check the newest batch for drift", checked)
+    summary = checked.result() if drift == "Incident" else None
+    incident = summary["incident"] if isinstance(summary, dict) else None
+    second = step(
+        "retrain for the drift incident",
+        retrain(model=MODEL, reason="drift incident", incident_key=incident, return_state=True),
+    )
     bad = make_batch(500, seed=99, day=5).with_columns(pl.col("churned") + 5)
     rejected = step(
         "ingest a batch with impossible labels",
@@ -75,7 +83,9 @@ def run_demo(workdir: Path) -> int:
         f"  RETRAINER_CONFIG={workdir / 'retrainer.yaml'} RETRAINER_HOME={workdir / '.retrainer'} \\\n"
         f"    .venv/bin/retrainer status --model {MODEL}"
     )
-    expected = first == "Promoted" and second in {"Promoted", "Rejected"} and rejected == "Quarantined"
+    expected = (
+        first == "Promoted" and drift == "Incident" and second in {"Promoted", "Rejected"} and rejected == "Quarantined"
+    )
     return 0 if expected else 1
 
 

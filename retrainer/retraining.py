@@ -36,10 +36,11 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Trigger:
-    """Why a retrain runs: a free-text reason, the triggering event and the Prefect run, if any."""
+    """Why a retrain runs: a free-text reason, the triggering event and incident, and the Prefect run."""
 
     reason: str = "manual"
     event_id: str | None = None
+    incident_key: str | None = None
     flow_run_id: str | None = None
     actor: str = field(default_factory=current_actor)
 
@@ -160,6 +161,7 @@ def lineage_tags(split: DataSplit, trigger: Trigger) -> dict[str, str]:
         "retrainer.holdout_sha256": lineage["holdout_sha256"],
         "retrainer.trigger.reason": trigger.reason,
         "retrainer.trigger.event_id": trigger.event_id or "",
+        "retrainer.trigger.incident_key": trigger.incident_key or "",
         "prefect.flow_run_id": trigger.flow_run_id or "",
     }
 

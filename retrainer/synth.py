@@ -98,6 +98,11 @@ def demo_config() -> dict[str, object]:
                     "slice_tolerance": 0.02,
                     "min_slice_rows": 200,
                 },
+                "drift": {
+                    "drift_share": 0.3,
+                    "window": {"mode": "since_last_check", "batches": 2},
+                    "incident": {"k": 1, "n": 1, "cooldown_seconds": 0},
+                },
             }
         }
     }

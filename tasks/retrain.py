@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from prefect import task
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+from prefect import State, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 
 from retrainer import events
 from retrainer.config import ModelConfig
+from retrainer.incidents import retrain_failed, retrain_finished, retrain_started
 from retrainer.judgement import Judgement
+from retrainer.monitoring import REFERENCE_ARTIFACT, reference_rows, reference_sample
 from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
 from retrainer.report import decision_markdown
 from retrainer.retraining import (
@@ -32,11 +40,33 @@ from tasks._common import artifact_key, registry_task, workspace
 
 
 @task(name="describe-trigger")
-def describe_trigger(reason: str, event_id: str | None) -> Trigger:
+def describe_trigger(reason: str, event_id: str | None, incident_key: str | None) -> Trigger:
     """Capture why this run happens, with the Prefect flow run id."""
     from prefect.runtime import flow_run
 
-    return Trigger(reason=reason, event_id=event_id, flow_run_id=flow_run.id)
+    return Trigger(reason=reason, event_id=event_id, incident_key=incident_key, flow_run_id=flow_run.id)
+
+
+@task(name="note-retrain-started")
+def note_retrain_started(model: str, trigger: Trigger) -> None:
+    """Mark a retrain in flight: drift checks now attach to it, and the cooldown starts."""
+    now = datetime.now(UTC)
+    workspace().incidents(model).update(lambda state: (retrain_started(state, now, trigger.incident_key), None))
+
+
+@task(name="note-retrain-finished")
+def note_retrain_finished(decision: Decision) -> None:
+    """Close the incident this retrain answered; a promotion restarts the cooldown."""
+    now, promoted = datetime.now(UTC), decision.outcome is Outcome.PROMOTED
+    book = workspace().incidents(decision.model)
+    book.update(lambda state: (retrain_finished(state, now, decision.outcome.value, promoted), None))
+
+
+def release_retrain(flow: object, flow_run: FlowRun, state: State) -> None:
+    """Flow hook: a failed or crashed retrain is no longer in flight (its incident stays open)."""
+    model = str(flow_run.parameters["model"])
+    now = datetime.now(UTC)
+    workspace().incidents(model).update(lambda book: (retrain_failed(book, now, state.name or "Failed"), None))
 
 
 @task(name="plan-training-data")
@@ -69,6 +99,20 @@ def register_challenger(
     version = registry.register(model, run_id, trained, frames.holdout.head(5).to_pandas())
     registry.set_alias(model, CHALLENGER, version.version)
     return version
+
+
+@registry_task("attach-reference")
+def attach_reference(config: ModelConfig, frames: Frames, trained: TrainedModel, version: VersionInfo) -> None:
+    """Store the version's reference sample (training rows and its predictions) on its MLflow run."""
+    if version.run_id is None:
+        return
+    rows = reference_rows(pl.concat([frames.train, frames.valid], how="diagonal_relaxed"), config.drift)
+    sample = reference_sample(rows, frames.spec, trained.predict(rows))
+    folder, name = REFERENCE_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch, name)
+        sample.write_parquet(local)
+        workspace().registry.log_file(version.run_id, local, folder)
 
 
 @registry_task("read-champion")

@@ -1,0 +1,48 @@
+"""The monitor flow: check the newest batches against the champion's reference; declare incidents."""
+
+from __future__ import annotations
+
+from prefect import State, flow
+from prefect.states import Completed
+
+from tasks.config import load_model_config
+from tasks.events import emit
+from tasks.monitor import (
+    assess_incident,
+    check_drift,
+    choose_window,
+    incident_announcements,
+    load_reference,
+    publish_check,
+    record_check,
+)
+from tasks.retrain import read_champion
+
+
+@flow(name="monitor", log_prints=True)
+def monitor(model: str, batch_id: str | None = None) -> State:
+    """Check ``model``'s newest data for drift against its champion and open an incident when sustained.
+
+    Ends ``Completed`` named Stable, Watching, Cooldown, Attached or Incident (see
+    ``retrainer.incidents``), or NoChampion / NoNewData when there is nothing to compare.
+
+    Args:
+        model: Model name from the config file.
+        batch_id: Check this accepted batch instead of the configured window.
+    """
+    config = load_model_config(model)
+    champion = read_champion(model)
+    if champion is None:
+        return Completed(name="NoChampion", message=f"{model} has no champion to monitor yet")
+    window = choose_window(model, config, batch_id)
+    if window is None:
+        return Completed(name="NoNewData", message=f"{model}: no batch accepted since the last check")
+    reference = load_reference(champion)
+    result = check_drift(model, config, champion, reference, window)
+    report_uri = record_check(result)
+    assessment = assess_incident(model, config, result.check)
+    publish_check(result.check, assessment, report_uri)
+    emit(incident_announcements(result.check, assessment, report_uri))
+    incident = assessment.incident.key if assessment.incident else None
+    summary = result.check.summary(incident=incident, action=assessment.action.value)
+    return Completed(name=assessment.action.value, message=f"{model}: {assessment.reason}", data=summary)
