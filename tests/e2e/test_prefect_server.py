@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from retrainer.events import event_id_for
 from retrainer.synth import make_batch
 from tests.conftest import Project
 
@@ -111,3 +113,42 @@ def test_cli_flows_events_and_artifacts_reach_a_real_server(project: Project, pr
     artifacts = _post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["decision-churn"]}}})
     assert len(artifacts) == 1 and "Retrain decision" in artifacts[0]["data"]
     assert artifacts[0]["flow_run_id"] == runs[-1]["id"]
+
+
+def test_drift_incident_is_announced_once_on_a_real_server(project: Project, prefect_api: str) -> None:
+    files = [project.file(f"day{d}", make_batch(4000, seed=d, day=d)) for d in range(2)]
+    assert _run(project, prefect_api, "ingest", "--model", "churn", *files).returncode == 0
+    assert _run(project, prefect_api, "retrain", "--model", "churn").returncode == 0
+    shifted_file = project.file("shifted", make_batch(4000, seed=7, day=2, shift=0.8))
+    assert _run(project, prefect_api, "ingest", "--model", "churn", shifted_file).returncode == 0
+    shifted = project.workspace().store("churn").manifest().batches[-1].batch_id
+
+    checked = _run(project, prefect_api, "monitor", "--model", "churn", "--batch", shifted, "--json")
+    assert checked.returncode == 0, checked.stderr
+    summary = json.loads(checked.stdout.strip().splitlines()[-1])
+    key = summary["incident"]
+    assert summary["action"] == "Incident" and key.startswith("churn:v1:check-")
+    again = _run(project, prefect_api, "monitor", "--model", "churn", "--batch", shifted, "--json")
+    assert json.loads(again.stdout.strip().splitlines()[-1])["action"] == "Attached", again.stderr
+
+    def drift_events() -> list[dict[str, Any]] | None:
+        body = {"filter": {"event": {"name": ["retrainer.drift.detected"]}}, "limit": 50}
+        found: list[dict[str, Any]] = _post(prefect_api, "/events/filter", body)["events"]
+        return found or None
+
+    time.sleep(3)  # let a (wrong) second event arrive before counting
+    [event] = _wait_for(drift_events, 30, "the drift event")
+    assert event["id"] == str(event_id_for(f"retrainer.drift.detected:{key}"))
+    assert event["resource"]["prefect.resource.id"] == "retrainer.model.churn"
+    assert {"prefect.resource.id": f"retrainer.incident.{key}", "prefect.resource.role": "incident"} in event["related"]
+    payload = event["payload"]
+    assert payload["incident_key"] == key and payload["champion_version"] == "1"
+    assert payload["batch_ids"] == [shifted] and payload["drift_share"] == summary["drift_share"]
+    assert payload["top_columns"] and all(c["column"] in summary["columns"] for c in payload["top_columns"])
+    assert Path(payload["report_uri"].removeprefix("file://")).read_text(encoding="utf-8").lstrip().startswith("<")
+
+    record = _post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-churn"]}}})
+    assert len(record) == 2 and "Top drifted columns" in record[0]["data"]
+    # Prefect stores a link artifact as markdown: "[text](uri)".
+    link = _post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-report-churn"]}}})
+    assert f"]({payload['report_uri']})" in link[0]["data"]

@@ -1,0 +1,172 @@
+"""Drift monitoring through the real Prefect engine, real Evidently, LightGBM and MLflow on SQLite."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pytest
+
+from flows.ingest import ingest
+from flows.monitor import monitor
+from flows.retrain import retrain
+from retrainer.cli import main as cli_main
+from retrainer.incidents import retrain_started
+from retrainer.monitoring import REFERENCE_ARTIFACT
+from retrainer.synth import demo_config, make_batch
+from tests.conftest import Project
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+ROWS = 5000
+
+
+def _config(cooldown: float = 0.0, window: str = "latest", training_batches: int = 1) -> dict[str, Any]:
+    config = demo_config()
+    model = config["models"]["churn"]  # type: ignore[index]
+    model["window"] = {"batches": training_batches}
+    model["drift"] = {
+        "drift_share": 0.3,
+        "window": {"mode": window, "batches": 1},
+        "incident": {"k": 1, "n": 1, "cooldown_seconds": cooldown},
+    }
+    return config
+
+
+def _ingest(project: Project, day: int, shift: float = 0.0) -> None:
+    path = project.file(f"d{day}-{shift}", make_batch(ROWS, seed=day, day=day, shift=shift))
+    state = ingest(model="churn", files=[path], return_state=True)
+    assert state.name == "Accepted", state.message
+
+
+def _newest_batch(project: Project) -> str:
+    return project.workspace().store("churn").manifest().batches[-1].batch_id
+
+
+def _bootstrap(project: Project) -> None:
+    for day in range(3):
+        _ingest(project, day)
+    first = retrain(model="churn", reason="initial", return_state=True)
+    assert first.name == "Promoted", first.message
+
+
+def _summary(state: Any) -> dict[str, Any]:
+    summary = state.result()
+    assert isinstance(summary, dict)
+    return summary
+
+
+def test_no_champion_and_no_new_data_are_named_outcomes(project: Project) -> None:
+    project.write_config(_config(window="since_last_check"))
+    _ingest(project, 0)
+    assert monitor(model="churn", return_state=True).name == "NoChampion"
+    _ingest(project, 1)
+    assert retrain(model="churn", reason="initial", return_state=True).name == "Promoted"
+    assert monitor(model="churn", return_state=True).name == "Stable"
+    again = monitor(model="churn", return_state=True)
+    assert again.name == "NoNewData", again.message
+
+
+def test_shift_opens_one_incident_its_retrain_closes_it_and_rebaselines(project: Project) -> None:
+    project.write_config(_config())
+    _bootstrap(project)
+    _ingest(project, 3, shift=0.8)
+    shifted = _newest_batch(project)
+
+    opened = monitor(model="churn", return_state=True)
+    assert opened.name == "Incident", opened.message
+    summary = _summary(opened)
+    key = summary["incident"]
+    assert key.startswith("churn:v1:check-")
+    assert summary["drift_detected"] is True and summary["drift_share"] >= 0.3
+    assert summary["batch_ids"] == [shifted] and summary["champion_version"] == "1"
+    assert {"score", "method", "threshold", "drifted"} <= set(summary["columns"]["tenure"])
+    assert summary["prediction"]["score"] is not None
+    assert summary["performance"]["metric"] == "roc_auc"
+
+    attached = monitor(model="churn", batch_id=shifted, return_state=True)
+    assert attached.name == "Attached" and _summary(attached)["incident"] == key
+
+    ws = project.workspace()
+    runs = ws.registry.client.search_runs([ws.registry.experiment_id("churn", "monitoring")])
+    assert len(runs) == 2
+    artifacts = {a.path for a in ws.registry.client.list_artifacts(runs[0].info.run_id, "drift")}
+    assert artifacts == {"drift/report.html", "drift/report.json", "drift/summary.json"}
+
+    _ingest(project, 4, shift=0.8)
+    answered = retrain(model="churn", reason="drift", incident_key=key, return_state=True)
+    assert answered.name == "Promoted", answered.message
+    state = ws.incidents("churn").read()
+    assert state.open is None and state.retrain_in_flight_since is None
+    assert state.closed[-1].key == key and state.closed[-1].resolution == "Promoted"
+    assert ws.registry.version("churn", "2").tags.get("retrainer.outcome") == "Promoted"
+
+    rebaselined = monitor(model="churn", return_state=True)
+    after = _summary(rebaselined)
+    assert after["champion_version"] == "2"
+    assert rebaselined.name == "Stable", rebaselined.message
+    assert after["drift_share"] < summary["drift_share"]
+
+
+def test_every_registered_version_carries_its_reference_sample(project: Project) -> None:
+    project.write_config(_config())
+    _bootstrap(project)
+    ws = project.workspace()
+    version = ws.registry.version("churn", "1")
+    assert version.run_id is not None
+    reference = pl.read_parquet(ws.registry.download(version.run_id, REFERENCE_ARTIFACT, project.root / "ref"))
+    # One training batch (window of 1, newest batch held out): all of its rows, fit and validation parts.
+    assert reference.height == ROWS
+    assert "champion_prediction" in reference.columns and "churned" in reference.columns
+    assert reference["champion_prediction"].is_between(0, 1).all()
+
+
+def test_cooldown_after_a_promotion_opens_no_incident(project: Project) -> None:
+    project.write_config(_config(cooldown=3600))
+    _bootstrap(project)
+    _ingest(project, 3, shift=0.8)
+    state = monitor(model="churn", return_state=True)
+    assert state.name == "Cooldown", state.message
+    assert _summary(state)["drift_detected"] is True and _summary(state)["incident"] is None
+    assert project.workspace().incidents("churn").read().open is None
+
+
+def test_drift_during_a_retrain_in_flight_is_absorbed(project: Project) -> None:
+    project.write_config(_config())
+    _bootstrap(project)
+    _ingest(project, 3, shift=0.8)
+    book = project.workspace().incidents("churn")
+    book.update(lambda state: (retrain_started(state, datetime.now(UTC), None), None))
+    state = monitor(model="churn", return_state=True)
+    assert state.name == "Attached", state.message
+    assert "in flight" in (state.message or "")
+    assert book.read().open is None
+
+
+def test_a_failed_retrain_is_no_longer_in_flight(project: Project) -> None:
+    project.write_config(_config())
+    failed = retrain(model="churn", reason="nothing ingested", return_state=True)
+    assert failed.is_failed()
+    state = project.workspace().incidents("churn").read()
+    assert state.last_retrain_started_at is not None
+    assert state.retrain_in_flight_since is None
+
+
+def test_cli_monitor_prints_one_json_object(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.write_config(_config())
+    _bootstrap(project)
+    _ingest(project, 3, shift=0.8)
+    capsys.readouterr()
+    assert cli_main(["monitor", "--model", "churn", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["drift_detected"] is True
+    assert printed["incident"].startswith("churn:v1:")
+    assert set(printed["columns"]) == {"tenure", "monthly_charges", "plan", "region", "f00", "f01", "f02", "f03"}
+
+
+def test_cli_monitor_names_an_unknown_batch(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.write_config(_config())
+    _bootstrap(project)
+    assert cli_main(["monitor", "--model", "churn", "--batch", "nope"]) == 1
+    assert "batch 'nope' is not an accepted batch" in capsys.readouterr().err
