@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from retrainer.incidents import IncidentState
 from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
 from retrainer.workspace import Workspace
 
@@ -16,7 +17,9 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
     Keys: ``model``, ``tracking_uri``, ``champion`` (``version``, ``model_uri``, ``version_uri``,
     ``run_id``, ``training_batches``, ``holdout_batches``, ``holdout_metrics``; or ``None`` before the
     first promotion), ``challenger`` (same shape or ``None``), ``batches`` (accepted count and ids),
-    ``quarantined`` (count) and ``decisions`` (newest first: version, outcome, reasons, at, trigger).
+    ``quarantined`` (count), ``drift`` (``last_check``: id, time, champion version, batches, alarming,
+    drift share, or ``None``; ``open_incident``: key, opened at, retrain started at, or ``None``;
+    ``retrain_in_flight_since``) and ``decisions`` (newest first: version, outcome, reasons, at, trigger).
     """
     workspace.model(model)
     registry = workspace.registry
@@ -31,6 +34,7 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
         "challenger": _version_status(workspace, registry.alias(model, CHALLENGER), CHALLENGER),
         "batches": {"accepted": len(manifest.batches), "ids": [b.batch_id for b in manifest.batches]},
         "quarantined": quarantined,
+        "drift": _drift_status(workspace.incidents(model).read()),
         "decisions": [
             {
                 k: v
@@ -59,6 +63,20 @@ def _version_status(workspace: Workspace, found: VersionInfo | None, alias: str)
     }
 
 
+def _drift_status(state: IncidentState) -> dict[str, Any]:
+    last = state.checks[-1] if state.checks else None
+    incident = state.open
+    return {
+        "last_check": asdict(last) if last else None,
+        "open_incident": (
+            {"key": incident.key, "opened_at": incident.opened_at, "retrain_started_at": incident.retrain_started_at}
+            if incident
+            else None
+        ),
+        "retrain_in_flight_since": state.retrain_in_flight_since,
+    }
+
+
 def _split_ids(value: str | None) -> list[str]:
     return [part for part in (value or "").split(",") if part]
 
@@ -77,6 +95,7 @@ def render_text(status: dict[str, Any]) -> str:
             f"  holdout    {', '.join(champion['holdout_batches'])}  {metrics}",
         ]
     lines.append(f"batches      {status['batches']['accepted']} accepted, {status['quarantined']} quarantined")
+    lines.append(_drift_line(status["drift"]))
     lines.append("decisions (newest first):")
     for decision in status["decisions"] or []:
         reason = decision["trigger"].get("reason", "")
@@ -85,6 +104,15 @@ def render_text(status: dict[str, Any]) -> str:
     if not status["decisions"]:
         lines.append("  none yet")
     return "\n".join(lines)
+
+
+def _drift_line(drift: dict[str, Any]) -> str:
+    last, incident = drift["last_check"], drift["open_incident"]
+    if last is None:
+        return "drift        not checked yet"
+    seen = "alarming" if last["alarming"] else "calm"
+    line = f"drift        last check {last['at']:%Y-%m-%d %H:%M} {seen} (share {last['drift_share']:.0%})"
+    return line + (f"; open incident {incident['key']}" if incident else "; no open incident")
 
 
 def render_json(status: dict[str, Any]) -> str:
