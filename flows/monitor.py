@@ -37,7 +37,7 @@ def monitor(model: str, batch_id: str | None = None) -> State:
     window = choose_window(model, config, batch_id)
     if window is None:
         return Completed(name="NoNewData", message=f"{model}: no batch accepted since the last check")
-    reference = load_reference(champion)
+    reference = load_reference(model, config, champion)
     result = check_drift(model, config, champion, reference, window)
     report_uri = record_check(result)
     assessment = assess_incident(model, config, result.check)

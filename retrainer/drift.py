@@ -14,6 +14,7 @@ import polars as pl
 
 from retrainer.config import DriftConfig
 from retrainer.drift_stats import ColumnDrift, ColumnKind, ColumnKinds
+from retrainer.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,12 +46,17 @@ def run_evidently(
 ) -> EvidentlyRun:
     """Run Evidently's data drift preset (plus value drift of the prediction column) on two frames.
 
+    The prediction column gets Evidently's default method and threshold: the settings are the features'.
+
     Args:
         reference: The champion's reference rows.
         current: The window's rows.
         kinds: Feature columns to check, by kind; each must have a valid value on both sides.
         config: Methods, thresholds and the dataset drift share (Evidently's parameter names).
         prediction: Name and kind of the prediction column, present in both frames, if any.
+
+    Raises:
+        ConfigError: a configured method is unknown to Evidently or does not apply to a column's kind.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
@@ -74,10 +80,18 @@ def run_evidently(
     ]
     if prediction:
         metrics.append(ValueDrift(column=prediction[0]))
-    snapshot = Report(metrics, include_tests=True).run(
-        Dataset.from_pandas(_pandas(current, numerical, categorical), data_definition=definition),
-        Dataset.from_pandas(_pandas(reference, numerical, categorical), data_definition=definition),
+    from evidently.legacy.calculations.stattests.registry import (
+        StatTestInvalidFeatureTypeError,
+        StatTestNotFoundError,
     )
+
+    try:
+        snapshot = Report(metrics, include_tests=True).run(
+            Dataset.from_pandas(_pandas(current, numerical, categorical), data_definition=definition),
+            Dataset.from_pandas(_pandas(reference, numerical, categorical), data_definition=definition),
+        )
+    except (StatTestNotFoundError, StatTestInvalidFeatureTypeError) as exc:
+        raise ConfigError(f"drift settings: {exc}") from None
     verdicts = _column_verdicts(
         snapshot.dict(), {**dict.fromkeys(numerical, "numerical"), **dict.fromkeys(categorical, "categorical")}
     )

@@ -94,8 +94,10 @@ def fast_path_applies(config: DriftConfig, kinds: ColumnKinds, reference_rows: i
     """True when every column's method is one the fast path reproduces exactly."""
     if reference_rows <= EVIDENTLY_DISTANCE_ROWS:
         return False
-    methods = {configured_method(config, c, kinds.kind(c)) for c in kinds.all}
-    return methods <= FAST_METHODS | {None}
+    numerical = {configured_method(config, c, "numerical") for c in kinds.numerical}
+    categorical = {configured_method(config, c, "categorical") for c in kinds.categorical}
+    # Wasserstein is for numbers only: Evidently refuses it on categories, so the fast path must too.
+    return numerical <= FAST_METHODS | {None} and categorical <= {"jensenshannon", None}
 
 
 def fast_drift(
@@ -123,15 +125,24 @@ def _summaries(frame: pl.DataFrame, kinds: ColumnKinds) -> tuple[dict[str, np.nd
     """Sorted finite values of each numerical column and value counts of each categorical one."""
     lazy = frame.lazy()
     numeric = [lazy.select(_finite(c).sort()) for c in kinds.numerical]
-    counts = [lazy.select(pl.col(c).cast(pl.String).drop_nulls().value_counts(name="n")) for c in kinds.categorical]
+    counts = [lazy.select(_value_counts(c)) for c in kinds.categorical]
     # Collected together so that polars works on the columns in parallel.
     collected = pl.collect_all([*numeric, *counts])
     sorted_values = {part.columns[0]: part.to_series().to_numpy() for part in collected[: len(numeric)]}
     value_counts = {}
     for column, part in zip(kinds.categorical, collected[len(numeric) :], strict=True):
         rows = part.unnest(part.columns[0])
-        value_counts[column] = dict(zip(rows[column].to_list(), rows["n"].to_list(), strict=True))
+        value_counts[column] = dict(zip(rows[column].to_list(), rows[_count_name(column)].to_list(), strict=True))
     return sorted_values, value_counts
+
+
+def _value_counts(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.String).drop_nulls().value_counts(name=_count_name(column))
+
+
+def _count_name(column: str) -> str:
+    # Derived from the column's own name so that the two fields of the count struct never clash.
+    return f"{column}:count"
 
 
 def _finite(column: str) -> pl.Expr:

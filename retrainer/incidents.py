@@ -85,11 +85,7 @@ class IncidentState:
     retrain_in_flight_since: datetime | None = None
     last_retrain_started_at: datetime | None = None
     last_promotion_at: datetime | None = None
-
-    @property
-    def last_checked_batch(self) -> str | None:
-        """The newest batch of the latest check, if any."""
-        return self.checks[-1].batch_ids[-1] if self.checks and self.checks[-1].batch_ids else None
+    last_checked_batch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +110,9 @@ def assess(
     Pure: the caller persists the returned state.
     """
     state = _rebaseline(state, check, now)
-    checks = [*state.checks, check][-max(policy.n, 1) :]
-    state = replace(state, checks=checks)
+    checks = [*state.checks, check][-policy.n :]
+    newest = check.batch_ids[-1] if check.batch_ids else state.last_checked_batch
+    state = replace(state, checks=checks, last_checked_batch=newest)
     if not check.alarming:
         return state, Assessment(Action.STABLE, state.open, "no drift and no degraded performance")
     if state.open is not None:
@@ -235,6 +232,7 @@ def _state_from_json(raw: dict[str, Any]) -> IncidentState:
         retrain_in_flight_since=_when(raw["retrain_in_flight_since"]),
         last_retrain_started_at=_when(raw["last_retrain_started_at"]),
         last_promotion_at=_when(raw["last_promotion_at"]),
+        last_checked_batch=raw.get("last_checked_batch"),
     )
 
 

@@ -52,6 +52,8 @@ from retrainer.store import BatchRecord, Manifest
 PREDICTION = "champion_prediction"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 TOP_COLUMNS = 5
+# Evidently's own choices, which apply to the prediction column whatever the features' settings.
+_DEFAULTS = DriftConfig()
 Engine = Literal["polars", "evidently"]
 
 
@@ -85,6 +87,24 @@ def reference_rows(training: pl.DataFrame, drift: DriftConfig) -> pl.DataFrame:
     if training.height <= drift.reference_rows:
         return training
     return training.sample(n=drift.reference_rows, seed=drift.reference_seed)
+
+
+def reference_batches(manifest: Manifest, run_tags: dict[str, str], version: str) -> list[BatchRecord]:
+    """The accepted batches a version was trained on, from its run's lineage tags.
+
+    Used to rebuild the reference of a champion registered without one.
+
+    Raises:
+        NoDataError: the run records no training batches, or some are no longer in the store.
+    """
+    wanted = [b for b in run_tags.get("retrainer.training_batches", "").split(",") if b]
+    if not wanted:
+        raise NoDataError(manifest.model, f"v{version} records no training batches: cannot build its reference")
+    found = {b.batch_id: b for b in manifest.batches}
+    missing = [b for b in wanted if b not in found]
+    if missing:
+        raise NoDataError(manifest.model, f"v{version} was trained on batches no longer stored: {missing}")
+    return [found[b] for b in wanted]
 
 
 @dataclass(frozen=True)
@@ -330,13 +350,14 @@ def _drift_verdicts(
 
     The prediction column is not a feature, so per-column settings cannot name it: defaults apply.
     """
-    with_prediction = ColumnKinds(
-        [*kinds.numerical, *([PREDICTION] if predicted == "numerical" else [])],
-        [*kinds.categorical, *([PREDICTION] if predicted == "categorical" else [])],
-    )
+    prediction_only = ColumnKinds(*(([PREDICTION], []) if predicted == "numerical" else ([], [PREDICTION])))
     big = max(reference.height, current.height) > drift.fast_above
-    if big and fast_path_applies(drift, with_prediction, reference.height):
-        verdicts = {v.column: v for v in fast_drift(reference, current, with_prediction, drift)}
+    if big and fast_path_applies(drift, kinds, reference.height):
+        found = [
+            *fast_drift(reference, current, kinds, drift),
+            *fast_drift(reference, current, prediction_only, _DEFAULTS),
+        ]
+        verdicts = {v.column: v for v in found}
         report = run_evidently(
             _sample(reference, drift.report_rows, drift.reference_seed),
             _sample(current, drift.report_rows, drift.reference_seed),

@@ -131,6 +131,12 @@ class Registry:
         with self._errors(f"artifact {folder}/{local.name}"):
             self.client.log_artifact(run_id, str(local), folder)
 
+    def has_artifact(self, run_id: str, name: str) -> bool:
+        """True when the run stores an artifact file at ``name``."""
+        folder = name.rsplit("/", 1)[0] if "/" in name else None
+        with self._errors(f"artifacts of run {run_id}"):
+            return any(item.path == name for item in self.client.list_artifacts(run_id, folder))
+
     def download(self, run_id: str, name: str, destination: Path) -> Path:
         """Fetch the run's artifact ``name`` into ``destination``; return the local path.
 

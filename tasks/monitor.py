@@ -15,6 +15,7 @@ from retrainer import events
 from retrainer.config import ModelConfig
 from retrainer.contract import schema_for
 from retrainer.errors import RegistryError
+from retrainer.features import FeatureSpec
 from retrainer.incidents import Assessment, assess
 from retrainer.monitoring import (
     REFERENCE_ARTIFACT,
@@ -24,11 +25,14 @@ from retrainer.monitoring import (
     check_window,
     holdout_figure,
     incident_events,
+    reference_batches,
+    reference_rows,
+    reference_sample,
     select_window,
 )
 from retrainer.registry import VersionInfo
 from retrainer.report import check_markdown
-from tasks._common import artifact_key, registry_task, workspace
+from tasks._common import artifact_key, registry_task, store_reference, workspace
 
 
 @task(name="choose-window")
@@ -40,13 +44,32 @@ def choose_window(model: str, config: ModelConfig, batch_id: str | None) -> Wind
 
 
 @registry_task("load-reference")
-def load_reference(champion: VersionInfo) -> pl.DataFrame:
-    """The champion's reference sample, stored with its version."""
+def load_reference(model: str, config: ModelConfig, champion: VersionInfo) -> pl.DataFrame:
+    """The champion's reference sample; built from its recorded training batches if it has none yet.
+
+    Versions registered by retrainer store their sample when registered; a champion registered
+    otherwise (or before drift monitoring) gets one on its first check, stored on its run.
+    """
     if champion.run_id is None:
-        raise RegistryError(f"{champion.model} v{champion.version} has no tracking run, hence no reference sample")
+        raise RegistryError(f"{model} v{champion.version} has no tracking run: no reference sample")
+    registry = workspace().registry
+    if not registry.has_artifact(champion.run_id, REFERENCE_ARTIFACT):
+        return _bootstrap_reference(model, config, champion, champion.run_id)
     with tempfile.TemporaryDirectory() as scratch:
-        local = workspace().registry.download(champion.run_id, REFERENCE_ARTIFACT, Path(scratch))
-        return pl.read_parquet(local)
+        return pl.read_parquet(registry.download(champion.run_id, REFERENCE_ARTIFACT, Path(scratch)))
+
+
+def _bootstrap_reference(model: str, config: ModelConfig, champion: VersionInfo, run_id: str) -> pl.DataFrame:
+    ws = workspace()
+    store = ws.store(model)
+    manifest = store.manifest()
+    batches = reference_batches(manifest, ws.registry.run_details(run_id)[0], champion.version)
+    schema = schema_for(config, [], manifest.features)
+    rows = reference_rows(store.read(batches, [*schema.features, schema.target]), config.drift)
+    predictions = ws.registry.predict(model, champion.version, rows.select(schema.features).to_pandas())
+    sample = reference_sample(rows, FeatureSpec.build(config, schema), predictions)
+    store_reference(ws.registry, run_id, sample)
+    return sample
 
 
 @task(name="check-drift", cache_policy=NO_CACHE)

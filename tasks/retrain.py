@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
 import polars as pl
 from prefect import State, task
@@ -16,7 +14,7 @@ from retrainer import events
 from retrainer.config import ModelConfig
 from retrainer.incidents import retrain_failed, retrain_finished, retrain_started
 from retrainer.judgement import Judgement
-from retrainer.monitoring import REFERENCE_ARTIFACT, reference_rows, reference_sample
+from retrainer.monitoring import reference_rows, reference_sample
 from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
 from retrainer.report import decision_markdown
 from retrainer.retraining import (
@@ -36,7 +34,7 @@ from retrainer.retraining import (
     score_holdout,
 )
 from retrainer.training import TrainedModel, train
-from tasks._common import artifact_key, registry_task, workspace
+from tasks._common import artifact_key, registry_task, store_reference, workspace
 
 
 @task(name="describe-trigger")
@@ -108,11 +106,7 @@ def attach_reference(config: ModelConfig, frames: Frames, trained: TrainedModel,
         return
     rows = reference_rows(pl.concat([frames.train, frames.valid], how="diagonal_relaxed"), config.drift)
     sample = reference_sample(rows, frames.spec, trained.predict(rows))
-    folder, name = REFERENCE_ARTIFACT.rsplit("/", 1)
-    with tempfile.TemporaryDirectory() as scratch:
-        local = Path(scratch, name)
-        sample.write_parquet(local)
-        workspace().registry.log_file(version.run_id, local, folder)
+    store_reference(workspace().registry, version.run_id, sample)
 
 
 @registry_task("read-champion")

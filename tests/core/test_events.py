@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from retrainer import events
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_event_is_in_the_retrainer_namespace() -> None:
@@ -18,3 +22,15 @@ def test_event_is_emitted_on_the_model_resource_with_a_stable_id() -> None:
     assert all(isinstance(value, str) for value in first.resource.values())
     assert first.id == again.id
     assert first.id != other.id
+
+
+def test_no_flow_emits_the_event_that_triggers_it() -> None:
+    # Retrains are started by drift, degradation and (optionally) new-data events; the retrain flow and
+    # its tasks must never emit those, or one event could start an endless chain of retrains.
+    triggering = ["DRIFT_DETECTED", "PERFORMANCE_DEGRADED", "DATA_ARRIVED", "incident_events"]
+    for module in ("flows/retrain.py", "tasks/retrain.py"):
+        source = (ROOT / module).read_text(encoding="utf-8")
+        assert [name for name in triggering if name in source] == [], module
+    # The monitor announces incidents but never new data (which starts monitors).
+    for module in ("flows/monitor.py", "tasks/monitor.py"):
+        assert "DATA_ARRIVED" not in (ROOT / module).read_text(encoding="utf-8"), module

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from flows.ingest import ingest
 from flows.monitor import monitor
@@ -170,3 +172,24 @@ def test_cli_monitor_names_an_unknown_batch(project: Project, capsys: pytest.Cap
     _bootstrap(project)
     assert cli_main(["monitor", "--model", "churn", "--batch", "nope"]) == 1
     assert "batch 'nope' is not an accepted batch" in capsys.readouterr().err
+
+
+def test_a_champion_without_reference_gets_one_from_its_training_batches(project: Project) -> None:
+    project.write_config(_config())
+    _bootstrap(project)
+    ws = project.workspace()
+    run_id = ws.registry.version("churn", "1").run_id
+    assert run_id is not None
+    stored = ws.registry.download(run_id, REFERENCE_ARTIFACT, project.root / "before")
+    original = pl.read_parquet(stored)
+    artifact_dir = ws.settings.artifact_root / "churn" / run_id / "artifacts" / "reference"
+    shutil.rmtree(artifact_dir)
+    assert not ws.registry.has_artifact(run_id, REFERENCE_ARTIFACT)
+
+    state = monitor(model="churn", return_state=True)
+    assert state.name == "Stable", state.message
+    rebuilt = pl.read_parquet(ws.registry.download(run_id, REFERENCE_ARTIFACT, project.root / "after"))
+    assert rebuilt.columns == original.columns and rebuilt.height == original.height
+    # Same rows and a served model that predicts what the trained booster predicted.
+    key = ["tenure", "monthly_charges"]
+    assert_frame_equal(rebuilt.sort(key), original.sort(key), check_exact=False, rel_tol=1e-9)
