@@ -144,6 +144,7 @@ class DriftConfig(_Strict):
         50_000, ge=1000, description="Above this many rows per side, statistics are computed in polars"
     )
     report_rows: int = Field(5_000, ge=500, description="Rows per side drawn for the HTML report on big data")
+    report_columns: int = Field(10, ge=1, description="Features the HTML report draws on big data, most drifted first")
     window: DriftWindow = DriftWindow()
     incident: IncidentPolicy = IncidentPolicy()
 

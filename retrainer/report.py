@@ -11,6 +11,11 @@ from retrainer.incidents import Assessment
 from retrainer.judgement import Judgement
 from retrainer.monitoring import DriftCheck
 
+_ENGINES = {
+    "polars": "exact scores on every row (polars); the Evidently report draws a sample of the most drifted columns",
+    "evidently": "Evidently",
+}
+
 
 def _number(value: float | None, signed: bool = False) -> str:
     if value is None:
@@ -90,7 +95,7 @@ def check_markdown(check: DriftCheck, assessment: Assessment, report_uri: str) -
         f"**{assessment.action.value}: {assessment.reason}**\n\n"
         f"- dataset: {verdict}, {check.drift_share:.0%} of features drifted\n"
         f"- window: {', '.join(check.batch_ids)} ({check.current_rows} rows) vs {check.reference_rows} reference rows\n"
-        f"- statistics: {check.engine}\n"
+        f"- statistics: {_ENGINES[check.engine]}\n"
         f"- incident: {assessment.incident.key if assessment.incident else '—'}\n"
         f"- [Evidently report]({report_uri})"
     )
