@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test lint typecheck check lock bench-scale clean
+.PHONY: install demo test lint typecheck check lock bench-scale bench-drift clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ test: $(STAMP)
 # Ingest + retrain through the CLI at 1M rows x 20 features; writes bench/out/scale/RESULTS.md.
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py $(if $(ROWS),--rows $(ROWS))
+
+# Monitor drift check vs Evidently's DataDriftPreset on the full frames, 6 shift scenarios (~25 min at 1M rows);
+# writes bench/out/drift/RESULTS.md.
+bench-drift: ROWS ?= 1000000
+bench-drift: $(STAMP)
+	$(BIN)/python bench/drift.py --rows $(ROWS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -199,9 +199,12 @@ def normed_wasserstein(reference_sorted: np.ndarray, current_sorted: np.ndarray)
 
     Exact: the integral of |Q_ref(u) - Q_cur(u)| over the merged steps of both quantile functions.
     """
+    norm = max(float(np.std(reference_sorted)), 0.001)
+    if reference_sorted.size == current_sorted.size:
+        # Equal sizes: both quantile functions step together, so the integral is a mean of gaps.
+        return float(np.mean(np.abs(reference_sorted - current_sorted))) / norm
     widths, reference_index, current_index = _quantile_steps(reference_sorted.size, current_sorted.size)
     gap = np.abs(reference_sorted[reference_index] - current_sorted[current_index])
-    norm = max(float(np.std(reference_sorted)), 0.001)
     return float(np.dot(gap, widths)) / norm
 
 
