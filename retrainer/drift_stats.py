@@ -30,6 +30,7 @@ DEFAULT_THRESHOLD = 0.1
 # Evidently switches from p-value tests to distances above this many reference rows.
 EVIDENTLY_DISTANCE_ROWS = 1000
 _FEW_VALUES = 5
+_DEFAULTS = DriftConfig()
 _BINNED_ABOVE = 20
 
 
@@ -101,21 +102,27 @@ def fast_path_applies(config: DriftConfig, kinds: ColumnKinds, reference_rows: i
 
 
 def fast_drift(
-    reference: pl.DataFrame, current: pl.DataFrame, kinds: ColumnKinds, config: DriftConfig
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    kinds: ColumnKinds,
+    config: DriftConfig,
+    unconfigured: frozenset[str] = frozenset(),
 ) -> list[ColumnDrift]:
     """Per-column drift on the full frames (see the module docstring for the methods).
 
     Both frames must hold every column in ``kinds`` with at least one valid value on each side;
-    callers screen empty and all-null columns first.
+    callers screen empty and all-null columns first. Columns in ``unconfigured`` ignore ``config``
+    and get Evidently's default method and threshold.
     """
     reference_numbers, reference_counts = _summaries(reference, kinds)
     current_numbers, current_counts = _summaries(current, kinds)
+    settings = {c: _DEFAULTS if c in unconfigured else config for c in kinds.all}
     numerical = [
-        _numerical_drift(column, reference_numbers[column], current_numbers[column], config)
+        _numerical_drift(column, reference_numbers[column], current_numbers[column], settings[column])
         for column in kinds.numerical
     ]
     categorical = [
-        _categorical_drift(column, reference_counts[column], current_counts[column], config)
+        _categorical_drift(column, reference_counts[column], current_counts[column], settings[column])
         for column in kinds.categorical
     ]
     return [*numerical, *categorical]

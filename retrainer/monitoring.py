@@ -54,8 +54,6 @@ from retrainer.store import BatchRecord, Manifest
 PREDICTION = "champion_prediction"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 TOP_COLUMNS = 5
-# Evidently's own choices, which apply to the prediction column whatever the features' settings.
-_DEFAULTS = DriftConfig()
 Engine = Literal["polars", "evidently"]
 
 
@@ -352,13 +350,13 @@ def _drift_verdicts(
 
     The prediction column is not a feature, so per-column settings cannot name it: defaults apply.
     """
-    prediction_only = ColumnKinds(*(([PREDICTION], []) if predicted == "numerical" else ([], [PREDICTION])))
+    with_prediction = ColumnKinds(
+        [*kinds.numerical, *([PREDICTION] if predicted == "numerical" else [])],
+        [*kinds.categorical, *([PREDICTION] if predicted == "categorical" else [])],
+    )
     big = max(reference.height, current.height) > drift.fast_above
     if big and fast_path_applies(drift, kinds, reference.height):
-        found = [
-            *fast_drift(reference, current, kinds, drift),
-            *fast_drift(reference, current, prediction_only, _DEFAULTS),
-        ]
+        found = fast_drift(reference, current, with_prediction, drift, unconfigured=frozenset({PREDICTION}))
         verdicts = {v.column: v for v in found}
         shown = _most_drifted(kinds, verdicts, drift.report_columns)
         report = run_evidently(
