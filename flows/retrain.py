@@ -2,53 +2,79 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import State, flow
 from prefect.states import Completed
 
+from retrainer.retraining import Outcome
 from tasks.config import load_model_config
 from tasks.events import emit
 from tasks.retrain import (
     attach_reference,
+    claim_retrain_slot,
     conclude_decision,
     decision_event,
     describe_trigger,
     judge_challenger,
     load_training_frames,
     note_retrain_finished,
-    note_retrain_started,
     plan_training_data,
     publish_decision,
     read_champion,
     register_challenger,
     release_retrain,
+    report_progress,
+    start_progress,
     train_challenger,
 )
+from tasks.single_flight import single_flight
 
 
 @flow(name="retrain", log_prints=True, on_failure=[release_retrain], on_crashed=[release_retrain])
-def retrain(model: str, reason: str = "manual", event_id: str | None = None, incident_key: str | None = None) -> State:
+def retrain(
+    model: str,
+    reason: str = "manual",
+    event_id: str | None = None,
+    incident_key: str | None = None,
+    event_name: str | None = None,
+    event_payload: dict[str, Any] | None = None,
+) -> State:
     """Retrain ``model`` and promote the challenger only if it is really better.
 
     Ends ``Completed`` named Promoted, Rejected, Superseded, DryRun or Skipped; only faults fail it.
+    One retrain per model runs at a time (others wait for the model's concurrency slot); a retrain
+    for an event or incident that already had one ends ``Completed`` named Duplicate.
 
     Args:
         model: Model name from the config file.
         reason: Why the retrain runs (shown in MLflow, the history and the decision record).
         event_id: Id of the triggering event, when an event started the run.
         incident_key: The drift incident this retrain answers, if any.
+        event_name: Name of the triggering event, if any.
+        event_payload: Payload of the triggering event (drift evidence), shown in the decision record.
     """
     config = load_model_config(model)
-    trigger = describe_trigger(reason, event_id, incident_key)
-    note_retrain_started(model, trigger)
-    split = plan_training_data(model, config)
-    frames = load_training_frames(model, config, split)
-    trained = train_challenger(config, frames)
-    challenger = register_challenger(model, config, split, frames, trained, trigger)
-    attach_reference(config, frames, trained, challenger)
-    champion = read_champion(model)
-    judgement = judge_challenger(config, challenger, champion, frames)
-    decision = conclude_decision(config, challenger, champion, judgement, trigger)
-    note_retrain_finished(decision)
-    publish_decision(decision, split, challenger)
+    trigger = describe_trigger(reason, event_id, incident_key, event_name, event_payload)
+    with single_flight(model):
+        duplicate = claim_retrain_slot(model, trigger)
+        if duplicate is not None:
+            return Completed(name=Outcome.DUPLICATE.value, message=f"{model}: {duplicate}")
+        progress = start_progress(model)
+        split = plan_training_data(model, config)
+        frames = load_training_frames(model, config, split)
+        report_progress(progress, 20)
+        trained = train_challenger(config, frames)
+        report_progress(progress, 50)
+        challenger = register_challenger(model, config, split, frames, trained, trigger)
+        attach_reference(config, frames, trained, challenger)
+        report_progress(progress, 70)
+        champion = read_champion(model)
+        judgement = judge_challenger(config, challenger, champion, frames)
+        report_progress(progress, 90)
+        decision = conclude_decision(config, challenger, champion, judgement, trigger)
+        note_retrain_finished(decision)
+        publish_decision(decision, split, challenger, trigger)
+        report_progress(progress, 100)
     emit([decision_event(decision, trigger)])
     return Completed(name=decision.outcome.value, message=decision.message, data=decision.outcome.value)

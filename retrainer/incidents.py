@@ -15,6 +15,9 @@ Rules, in the order they apply to a new check:
 5. Otherwise an incident opens when at least ``k`` of the last ``n`` checks alarmed and the latest
    did. Its key names the model, the champion version and the first alarming check counted.
 
+A retrain claims its event id and incident key first: a second retrain for the same event or the
+same incident (the last 200 of each are remembered) is a duplicate and does nothing.
+
 A check alarms when its dataset drift verdict is positive or the champion's labelled performance
 degraded beyond tolerance. An incident closes when the retrain it started finishes; the checks it
 consumed do not count towards the next one. A retrain that fails closes its incident too, but its
@@ -36,6 +39,7 @@ from retrainer.fsutil import atomic_write_bytes, file_lock
 
 T = TypeVar("T")
 _KEPT_CLOSED = 20
+_KEPT_ANSWERED = 200
 
 
 class Action(StrEnum):
@@ -86,6 +90,8 @@ class IncidentState:
     last_retrain_started_at: datetime | None = None
     last_promotion_at: datetime | None = None
     last_checked_batch: str | None = None
+    answered_events: list[str] = field(default_factory=list)
+    answered_incidents: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -155,12 +161,39 @@ def _in_flight(state: IncidentState, policy: IncidentPolicy, now: datetime) -> b
     return since is not None and now - since < timedelta(seconds=policy.retrain_timeout_seconds)
 
 
-def retrain_started(state: IncidentState, at: datetime, key: str | None) -> IncidentState:
+def duplicate_retrain(state: IncidentState, key: str | None, event_id: str | None) -> str | None:
+    """Why a retrain for ``key`` / ``event_id`` would repeat one already started, or ``None``."""
+    if event_id and event_id in state.answered_events:
+        return f"event {event_id} already started a retrain"
+    if key is not None and key in state.answered_incidents:
+        return f"incident {key} already had its retrain"
+    return None
+
+
+def retrain_started(state: IncidentState, at: datetime, key: str | None, event_id: str | None = None) -> IncidentState:
     """Record a retrain start (it opens the cooldown); mark the open incident if the retrain answers it."""
-    state = replace(state, retrain_in_flight_since=at, last_retrain_started_at=at)
+    events = [*state.answered_events, event_id][-_KEPT_ANSWERED:] if event_id else state.answered_events
+    incidents = [*state.answered_incidents, key][-_KEPT_ANSWERED:] if key else state.answered_incidents
+    state = replace(
+        state,
+        retrain_in_flight_since=at,
+        last_retrain_started_at=at,
+        answered_events=events,
+        answered_incidents=incidents,
+    )
     if state.open is not None and key == state.open.key:
         state = replace(state, open=replace(state.open, retrain_started_at=at))
     return state
+
+
+def claim_retrain(
+    state: IncidentState, at: datetime, key: str | None, event_id: str | None
+) -> tuple[IncidentState, str | None]:
+    """Start a retrain unless it repeats one (same event or incident): new state and duplicate reason."""
+    duplicate = duplicate_retrain(state, key, event_id)
+    if duplicate is not None:
+        return state, duplicate
+    return retrain_started(state, at, key, event_id), None
 
 
 def retrain_finished(state: IncidentState, at: datetime, outcome: str, promoted: bool) -> IncidentState:
@@ -233,6 +266,8 @@ def _state_from_json(raw: dict[str, Any]) -> IncidentState:
         last_retrain_started_at=_when(raw["last_retrain_started_at"]),
         last_promotion_at=_when(raw["last_promotion_at"]),
         last_checked_batch=raw.get("last_checked_batch"),
+        answered_events=raw.get("answered_events", []),
+        answered_incidents=raw.get("answered_incidents", []),
     )
 
 

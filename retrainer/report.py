@@ -10,6 +10,7 @@ import numpy as np
 from retrainer.incidents import Assessment
 from retrainer.judgement import Judgement
 from retrainer.monitoring import DriftCheck
+from retrainer.retraining import Trigger
 
 _ENGINES = {
     "polars": "exact scores on every row (polars); the Evidently report draws a sample of the most drifted columns",
@@ -26,10 +27,16 @@ def _number(value: float | None, signed: bool = False) -> str:
 
 
 def decision_markdown(
-    decision_line: str, judgement: Judgement | None, lineage: dict[str, Any], links: dict[str, str]
+    decision_line: str,
+    judgement: Judgement | None,
+    lineage: dict[str, Any],
+    links: dict[str, str],
+    trigger: Trigger | None = None,
 ) -> str:
-    """The decision record: outcome, every rule, champion vs challenger per metric and slice, lineage."""
+    """The decision record: outcome, trigger and drift evidence, every rule, metrics and slices, lineage."""
     parts = [f"# Retrain decision\n\n**{decision_line}**"]
+    if trigger is not None:
+        parts += [_trigger(trigger), _evidence(trigger.event_payload)]
     if judgement is not None:
         parts += [_rules(judgement), _metrics(judgement), _slices(judgement)]
         parts += [f"- note: {note}" for note in judgement.notes]
@@ -43,6 +50,32 @@ def _table(title: str, columns: list[str], rows: Sequence[Sequence[object]]) -> 
     lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _trigger(trigger: Trigger) -> str:
+    rows = [
+        ["reason", trigger.reason],
+        ["event", f"`{trigger.event_name}`" if trigger.event_name else "—"],
+        ["event id", f"`{trigger.event_id}`" if trigger.event_id else "—"],
+        ["incident", f"`{trigger.incident_key}`" if trigger.incident_key else "—"],
+        ["flow run", f"`{trigger.flow_run_id}`" if trigger.flow_run_id else "—"],
+        ["actor", trigger.actor],
+    ]
+    return _table("Trigger", ["", ""], rows)
+
+
+def _evidence(payload: dict[str, Any]) -> str:
+    """Drift evidence carried by a ``drift.detected`` / ``performance.degraded`` payload, if any."""
+    if "drift_share" not in payload:
+        return ""
+    lines = [f"## Drift evidence\n\n- drift share {payload['drift_share']:.0%} of features"]
+    if payload.get("report_uri"):
+        lines.append(f"- [Evidently report]({payload['report_uri']})")
+    if payload.get("batch_ids"):
+        lines.append(f"- window: {', '.join(payload['batch_ids'])}")
+    top = [[c.get("column"), c.get("method"), _number(c.get("score"))] for c in payload.get("top_columns", [])]
+    table = _table("Top drifted columns", ["column", "method", "score"], top) if top else ""
+    return "\n".join(lines) + ("\n\n" + table if table else "")
 
 
 def _rules(judgement: Judgement) -> str:

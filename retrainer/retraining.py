@@ -32,6 +32,7 @@ class Outcome(StrEnum):
     SUPERSEDED = "Superseded"
     DRY_RUN = "DryRun"
     SKIPPED = "Skipped"
+    DUPLICATE = "Duplicate"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Trigger:
     reason: str = "manual"
     event_id: str | None = None
     incident_key: str | None = None
+    event_name: str | None = None
+    event_payload: dict[str, Any] = field(default_factory=dict)
     flow_run_id: str | None = None
     actor: str = field(default_factory=current_actor)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 from prefect import State, task
@@ -12,7 +13,7 @@ from prefect.client.schemas.objects import FlowRun
 
 from retrainer import events
 from retrainer.config import ModelConfig
-from retrainer.incidents import retrain_failed, retrain_finished, retrain_started
+from retrainer.incidents import claim_retrain, retrain_failed, retrain_finished
 from retrainer.judgement import Judgement
 from retrainer.monitoring import reference_rows, reference_sample
 from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
@@ -38,18 +39,51 @@ from tasks._common import artifact_key, registry_task, store_reference, workspac
 
 
 @task(name="describe-trigger")
-def describe_trigger(reason: str, event_id: str | None, incident_key: str | None) -> Trigger:
-    """Capture why this run happens, with the Prefect flow run id."""
+def describe_trigger(
+    reason: str,
+    event_id: str | None,
+    incident_key: str | None,
+    event_name: str | None = None,
+    event_payload: dict[str, Any] | None = None,
+) -> Trigger:
+    """Capture why this run happens (the triggering event, if any), with the Prefect flow run id."""
     from prefect.runtime import flow_run
 
-    return Trigger(reason=reason, event_id=event_id, incident_key=incident_key, flow_run_id=flow_run.id)
+    return Trigger(
+        reason=reason,
+        event_id=event_id or None,
+        incident_key=incident_key or None,
+        event_name=event_name or None,
+        event_payload=dict(event_payload or {}),
+        flow_run_id=flow_run.id,
+    )
 
 
-@task(name="note-retrain-started")
-def note_retrain_started(model: str, trigger: Trigger) -> None:
-    """Mark a retrain in flight: drift checks now attach to it, and the cooldown starts."""
+@task(name="claim-retrain")
+def claim_retrain_slot(model: str, trigger: Trigger) -> str | None:
+    """Record the retrain as in flight, unless its event or incident already has one: then say why."""
     now = datetime.now(UTC)
-    workspace().incidents(model).update(lambda state: (retrain_started(state, now, trigger.incident_key), None))
+    book = workspace().incidents(model)
+    return book.update(lambda state: claim_retrain(state, now, trigger.incident_key, trigger.event_id))
+
+
+@task(name="start-progress")
+def start_progress(model: str) -> str:
+    """A progress artifact the run moves forward at each step; returns its id."""
+    from prefect.artifacts import create_progress_artifact
+
+    artifact = create_progress_artifact(0.0, key=artifact_key("retrain-progress", model), description=model)
+    return str(artifact)
+
+
+@task(name="report-progress")
+def report_progress(artifact_id: str, percent: float) -> None:
+    """Move the progress artifact to ``percent``."""
+    from uuid import UUID
+
+    from prefect.artifacts import update_progress_artifact
+
+    update_progress_artifact(UUID(artifact_id), percent)
 
 
 @task(name="note-retrain-finished")
@@ -149,10 +183,10 @@ def conclude_decision(
 
 
 @task(name="publish-decision", cache_policy=NO_CACHE)
-def publish_decision(decision: Decision, split: DataSplit, challenger: VersionInfo) -> str:
+def publish_decision(decision: Decision, split: DataSplit, challenger: VersionInfo, trigger: Trigger) -> str:
     """Markdown decision record in the Prefect UI; returns the artifact id."""
     links = {"MLflow run": f"runs:/{challenger.run_id}", "model version": challenger.uri}
-    markdown = decision_markdown(decision.message, decision.judgement, split.lineage(), links)
+    markdown = decision_markdown(decision.message, decision.judgement, split.lineage(), links, trigger)
     artifact = create_markdown_artifact(
         markdown, key=artifact_key("decision", decision.model), description=decision.message
     )

@@ -7,6 +7,7 @@ import numpy as np
 from retrainer.config import PromotionPolicy
 from retrainer.judgement import HoldoutScores, judge
 from retrainer.report import decision_markdown
+from retrainer.retraining import Trigger
 
 
 def test_decision_record_shows_rules_champion_vs_challenger_slices_and_lineage() -> None:
@@ -34,3 +35,21 @@ def test_first_model_record_has_no_champion_columns_filled() -> None:
     roc_row = next(line for line in markdown.splitlines() if line.startswith("| **roc_auc**"))
     assert roc_row == "| **roc_auc** | — | 1.0000 | — | — |"
     assert "Slices" not in markdown and "Links" not in markdown
+
+
+def test_decision_record_names_the_triggering_event_and_its_drift_evidence() -> None:
+    payload = {
+        "incident_key": "churn:v1:check-1",
+        "drift_share": 0.75,
+        "report_uri": "file:///m/report.html",
+        "batch_ids": ["b9"],
+        "top_columns": [{"column": "tenure", "method": "wasserstein", "score": 0.42}],
+    }
+    trigger = Trigger("drift", "evt-1", "churn:v1:check-1", "retrainer.drift.detected", payload, "run-1", "me@host")
+    lines = decision_markdown("churn v2: Rejected", None, {}, {}, trigger).splitlines()
+    assert "| event | `retrainer.drift.detected` |" in lines and "| event id | `evt-1` |" in lines
+    assert "| incident | `churn:v1:check-1` |" in lines
+    assert "- drift share 75% of features" in lines and "- [Evidently report](file:///m/report.html)" in lines
+    assert "| tenure | wasserstein | 0.4200 |" in lines
+    manual = decision_markdown("churn v2: Rejected", None, {}, {}, Trigger("manual")).splitlines()
+    assert "| event | — |" in manual and not any("Drift evidence" in line for line in manual)

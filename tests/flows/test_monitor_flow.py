@@ -193,3 +193,28 @@ def test_a_champion_without_reference_gets_one_from_its_training_batches(project
     # Same rows and a served model that predicts what the trained booster predicted.
     key = ["tenure", "monthly_charges"]
     assert_frame_equal(rebuilt.sort(key), original.sort(key), check_exact=False, rel_tol=1e-9)
+
+
+def test_an_incident_or_event_never_causes_two_retrains(project: Project) -> None:
+    project.write_config(_config())
+    _bootstrap(project)
+    _ingest(project, 3, shift=0.8)
+    key = _summary(monitor(model="churn", return_state=True))["incident"]
+    payload = {"incident_key": key, "drift_share": 0.9, "top_columns": [{"column": "tenure", "score": 0.4}]}
+    first = retrain(
+        model="churn",
+        reason="drift",
+        incident_key=key,
+        event_id="evt-1",
+        event_name="retrainer.drift.detected",
+        event_payload=payload,
+        return_state=True,
+    )
+    assert first.name in {"Promoted", "Rejected"}, first.message
+    again = retrain(model="churn", reason="drift", incident_key=key, event_id="evt-2", return_state=True)
+    assert again.name == "Duplicate" and key in (again.message or "")
+    replay = retrain(model="churn", reason="replayed", event_id="evt-1", return_state=True)
+    assert replay.name == "Duplicate" and "evt-1" in (replay.message or "")
+    assert len(project.workspace().history("churn").entries()) == 2
+    version = project.workspace().registry.version("churn", "2")
+    assert json.loads(version.tags["retrainer.trigger"])["event_payload"]["incident_key"] == key
