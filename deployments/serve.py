@@ -1,37 +1,24 @@
-"""Serve the ingest, monitor, retrain and rollback flows as deployments from one process (no worker needed).
+"""Serve every retrainer deployment, with its triggers and schedules, from one process (no worker).
 
-Run ``python -m deployments.serve`` with ``PREFECT_API_URL`` pointing at a Prefect server (or with
-a Prefect Cloud profile); runs started from the UI, the API or ``prefect deployment run`` execute
-here. ``prefect.yaml`` declares the same deployments for a process work pool.
+Run ``retrainer serve`` (or ``python -m deployments.serve``) with ``PREFECT_API_URL`` pointing at a
+Prefect server or a Prefect Cloud workspace. Runs started by events, schedules, the UI, the API or
+``prefect deployment run`` execute here.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from flows.ingest import ingest
-from flows.monitor import monitor
-from flows.retrain import retrain
-from flows.rollback import rollback
-
-DEPLOYMENT_NAME = "default"
-
-
-def deployments() -> list[Any]:
-    """The deployments served, one per flow."""
-    return [
-        ingest.to_deployment(name=DEPLOYMENT_NAME, tags=["retrainer"]),
-        monitor.to_deployment(name=DEPLOYMENT_NAME, tags=["retrainer"]),
-        retrain.to_deployment(name=DEPLOYMENT_NAME, tags=["retrainer"]),
-        rollback.to_deployment(name=DEPLOYMENT_NAME, tags=["retrainer"]),
-    ]
+from deployments.definitions import deployments
+from retrainer.workspace import Workspace
+from tasks.single_flight import ensure_retrain_limits
 
 
 def main() -> None:
-    """Serve until interrupted."""
+    """Create the per-model retrain limits, then serve until interrupted."""
     from prefect import serve
 
-    serve(*deployments())
+    project = Workspace.open().project
+    ensure_retrain_limits(project.models)
+    serve(*deployments(project))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def ingest(model: str, files: list[str]) -> State:
     """
     config = load_model_config(model)
     outcomes = [ingest_one(model, config, source) for source in files]
-    emit(ingest_events(model, outcomes))
+    emit(ingest_events(model, config, outcomes))
     report = publish_ingest_report(model, outcomes)
     if report.rejected:
         return Completed(name="Quarantined", message=report.message, data=report)

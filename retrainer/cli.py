@@ -54,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print one JSON document")
     status.set_defaults(handler=_status)
 
+    start = commands.add_parser("up", help="start a local Prefect server (and the MLflow UI) in the background")
+    start.add_argument("--port", type=int, default=4200)
+    start.add_argument("--mlflow-port", type=int, help="also start the MLflow UI on this port")
+    start.set_defaults(handler=_up)
+
+    stop = commands.add_parser("down", help="stop what 'retrainer up' started")
+    stop.set_defaults(handler=_down)
+
+    serve = commands.add_parser("serve", help="serve every deployment with its triggers and schedules")
+    serve.set_defaults(handler=_serve)
+
+    render = commands.add_parser("prefect-yaml", help="write prefect.yaml for the configured models")
+    render.add_argument("--output", type=Path, default=Path("prefect.yaml"))
+    render.set_defaults(handler=_prefect_yaml)
+
     demo = commands.add_parser("demo", help="run the whole story on generated data")
     demo.add_argument("--workdir", type=Path, default=Path("demo"))
     demo.set_defaults(handler=_demo)
@@ -141,6 +156,45 @@ def _status(args: argparse.Namespace) -> int:
 
     status = model_status(Workspace.open(), args.model)
     print(render_json(status) if args.json else render_text(status))
+    return EXIT_OK
+
+
+def _up(args: argparse.Namespace) -> int:
+    from deployments.local_server import up
+    from retrainer.config import load_settings
+
+    urls = up(load_settings(), args.port, args.mlflow_port)
+    print(f"Prefect UI   {urls['prefect_ui']}")
+    if "mlflow_ui" in urls:
+        print(f"MLflow UI    {urls['mlflow_ui']}")
+    print(f"export PREFECT_API_URL={urls['prefect_api']}")
+    return EXIT_OK
+
+
+def _down(args: argparse.Namespace) -> int:
+    from deployments.local_server import down
+    from retrainer.config import load_settings
+
+    stopped = down(load_settings())
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from deployments.serve import main as serve
+
+    serve()
+    return EXIT_OK
+
+
+def _prefect_yaml(args: argparse.Namespace) -> int:
+    from importlib.metadata import version
+
+    from deployments.prefect_yaml import render
+    from retrainer.workspace import Workspace
+
+    args.output.write_text(render(Workspace.open().project, version("prefect")), encoding="utf-8")
+    print(f"wrote {args.output}")
     return EXIT_OK
 
 

@@ -144,7 +144,7 @@ class DriftConfig(_Strict):
         50_000, ge=1000, description="Above this many rows per side, statistics are computed in polars"
     )
     report_rows: int = Field(5_000, ge=500, description="Rows per side drawn for the HTML report on big data")
-    report_columns: int = Field(10, ge=1, description="Features the HTML report draws on big data, most drifted first")
+    report_columns: int = Field(8, ge=1, description="Features the HTML report draws on big data, most drifted first")
     window: DriftWindow = DriftWindow()
     incident: IncidentPolicy = IncidentPolicy()
 
@@ -155,6 +155,25 @@ class DriftConfig(_Strict):
         if bad:
             raise ValueError(f"per-column thresholds must be > 0: {', '.join(bad)}")
         return value
+
+
+class AutomationConfig(_Strict):
+    """How Prefect runs the model's flows when served or deployed (see ``deployments/``).
+
+    The monitor runs on ``monitor_cron`` (or every ``monitor_interval_seconds``) and whenever a batch
+    arrives; with ``retrain_on_new_data`` a new batch starts a retrain directly instead.
+    """
+
+    monitor_cron: str | None = Field("0 * * * *", description="Cron schedule of the monitor; null: none")
+    monitor_interval_seconds: float | None = Field(None, gt=0, description="Interval schedule instead of cron")
+    timezone: str = "UTC"
+    retrain_on_new_data: bool = False
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> AutomationConfig:
+        if self.monitor_cron and self.monitor_interval_seconds:
+            raise ValueError("set monitor_cron or monitor_interval_seconds, not both")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -172,6 +191,7 @@ class ModelConfig(_Strict):
     holdout: HoldoutConfig = HoldoutConfig()
     promotion: PromotionPolicy = PromotionPolicy()
     drift: DriftConfig = DriftConfig()
+    automation: AutomationConfig = AutomationConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

@@ -29,6 +29,9 @@ ALL_EVENTS = (
     MODEL_ROLLED_BACK,
 )
 
+# Resource label of ``data.arrived`` that tells the deployment triggers what a new batch starts.
+NEW_DATA_ACTION = "retrainer.on_new_data"
+
 _NAMESPACE = uuid.UUID("5b0c0f3e-6a53-4d53-9a8e-6f1d2a7c9e10")
 
 
@@ -52,6 +55,7 @@ class Event:
         payload: JSON-serialisable details (numbers allowed).
         key: Stable de-duplication key; the event id is derived from it.
         related: Extra related resources, each a dict of string labels.
+        labels: Extra string labels of the model resource, for triggers to match on.
     """
 
     name: str
@@ -59,6 +63,7 @@ class Event:
     payload: dict[str, Any]
     key: str
     related: list[dict[str, str]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> uuid.UUID:
@@ -72,4 +77,5 @@ class Event:
             "prefect.resource.id": model_resource_id(self.model),
             "prefect.resource.name": self.model,
             "retrainer.model": self.model,
+            **self.labels,
         }

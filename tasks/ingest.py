@@ -21,12 +21,17 @@ def ingest_one(model: str, config: ModelConfig, source: str) -> IngestOutcome:
 
 
 @task(name="describe-ingest", cache_policy=NO_CACHE)
-def ingest_events(model: str, outcomes: list[IngestOutcome]) -> list[events.Event]:
-    """One ``data.arrived`` or ``data.rejected`` event per file."""
-    return [_event(model, outcome) for outcome in outcomes]
+def ingest_events(model: str, config: ModelConfig, outcomes: list[IngestOutcome]) -> list[events.Event]:
+    """One ``data.arrived`` or ``data.rejected`` event per file.
+
+    ``data.arrived`` carries the label ``retrainer.on_new_data`` (``monitor`` or ``retrain``, from the
+    model's automation config) so that one static trigger per deployment serves every model.
+    """
+    action = "retrain" if config.automation.retrain_on_new_data else "monitor"
+    return [_event(model, outcome, action) for outcome in outcomes]
 
 
-def _event(model: str, outcome: IngestOutcome) -> events.Event:
+def _event(model: str, outcome: IngestOutcome, action: str) -> events.Event:
     if outcome.accepted is not None:
         batch = outcome.accepted
         payload = {
@@ -37,7 +42,8 @@ def _event(model: str, outcome: IngestOutcome) -> events.Event:
             "time_max": batch.time_max,
             "source": batch.source,
         }
-        return events.Event(events.DATA_ARRIVED, model, payload, key=f"{model}:{batch.batch_id}")
+        labels = {events.NEW_DATA_ACTION: action}
+        return events.Event(events.DATA_ARRIVED, model, payload, key=f"{model}:{batch.batch_id}", labels=labels)
     violations = outcome.error.violations if outcome.error else []
     payload = {
         "source": str(outcome.source),

@@ -4,66 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from retrainer.events import event_id_for
 from retrainer.synth import make_batch
 from tests.conftest import Project
+from tests.e2e.conftest import BIN, post, wait_for
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = check()
-        except httpx.HTTPError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prefect server on a free loopback port with its own PREFECT_HOME, torn down after."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        _wait_for(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 120, "the Prefect server")
-        yield api
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def _run(project: Project, api: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,12 +24,6 @@ def _run(project: Project, api: str, *args: str) -> subprocess.CompletedProcess[
     return subprocess.run(
         [str(BIN / "retrainer"), *args], env=env, cwd=project.root, capture_output=True, text=True, timeout=300
     )
-
-
-def _post(api: str, path: str, body: dict[str, Any]) -> Any:
-    response = httpx.post(f"{api}{path}", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()
 
 
 def test_cli_flows_events_and_artifacts_reach_a_real_server(project: Project, prefect_api: str) -> None:
@@ -90,15 +37,15 @@ def test_cli_flows_events_and_artifacts_reach_a_real_server(project: Project, pr
     assert retrained.returncode == 0, retrained.stderr
     assert retrained.stdout.startswith("Promoted:")
 
-    runs = _post(prefect_api, "/flow_runs/filter", {"sort": "START_TIME_ASC"})
+    runs = post(prefect_api, "/flow_runs/filter", {"sort": "START_TIME_ASC"})
     assert [r["state_name"] for r in runs] == ["Accepted", "Quarantined", "Promoted"]
 
     def all_four_events() -> list[dict[str, Any]] | None:
         body = {"filter": {"event": {"prefix": ["retrainer."]}}, "limit": 50}
-        found: list[dict[str, Any]] = _post(prefect_api, "/events/filter", body)["events"]
+        found: list[dict[str, Any]] = post(prefect_api, "/events/filter", body)["events"]
         return found if len(found) >= 4 else None
 
-    events = _wait_for(all_four_events, 30, "retrainer events")
+    events = wait_for(all_four_events, 30, "retrainer events")
     names = sorted(e["event"] for e in events)
     assert names == [
         "retrainer.data.arrived",
@@ -110,7 +57,7 @@ def test_cli_flows_events_and_artifacts_reach_a_real_server(project: Project, pr
     batch_ids = {b.batch_id for b in project.workspace().store("churn").manifest().batches}
     assert {e["payload"]["batch_id"] for e in events if e["event"] == "retrainer.data.arrived"} == batch_ids
 
-    artifacts = _post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["decision-churn"]}}})
+    artifacts = post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["decision-churn"]}}})
     assert len(artifacts) == 1 and "Retrain decision" in artifacts[0]["data"]
     assert artifacts[0]["flow_run_id"] == runs[-1]["id"]
 
@@ -133,11 +80,11 @@ def test_drift_incident_is_announced_once_on_a_real_server(project: Project, pre
 
     def drift_events() -> list[dict[str, Any]] | None:
         body = {"filter": {"event": {"name": ["retrainer.drift.detected"]}}, "limit": 50}
-        found: list[dict[str, Any]] = _post(prefect_api, "/events/filter", body)["events"]
+        found: list[dict[str, Any]] = post(prefect_api, "/events/filter", body)["events"]
         return found or None
 
     time.sleep(3)  # let a (wrong) second event arrive before counting
-    [event] = _wait_for(drift_events, 30, "the drift event")
+    [event] = wait_for(drift_events, 30, "the drift event")
     assert event["id"] == str(event_id_for(f"retrainer.drift.detected:{key}"))
     assert event["resource"]["prefect.resource.id"] == "retrainer.model.churn"
     assert {"prefect.resource.id": f"retrainer.incident.{key}", "prefect.resource.role": "incident"} in event["related"]
@@ -147,8 +94,8 @@ def test_drift_incident_is_announced_once_on_a_real_server(project: Project, pre
     assert payload["top_columns"] and all(c["column"] in summary["columns"] for c in payload["top_columns"])
     assert Path(payload["report_uri"].removeprefix("file://")).read_text(encoding="utf-8").lstrip().startswith("<")
 
-    record = _post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-churn"]}}})
+    record = post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-churn"]}}})
     assert len(record) == 2 and "Top drifted columns" in record[0]["data"]
     # Prefect stores a link artifact as markdown: "[text](uri)".
-    link = _post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-report-churn"]}}})
+    link = post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-report-churn"]}}})
     assert f"]({payload['report_uri']})" in link[0]["data"]

@@ -1,0 +1,140 @@
+"""The deployments, their triggers and schedules: defined once, here.
+
+``retrainer serve`` serves them from one process; ``prefect.yaml`` declares the same for
+``prefect deploy --all`` (a test renders this module and compares it with that file).
+
+Every trigger is one automation for all models: it matches ``retrainer.model.*`` resources and
+runs once per event (``for_each`` the resource), taking the model from the event's resource name.
+
+* ``retrainer.data.arrived`` runs the monitor, or the retrain directly for models whose
+  automation config says ``retrain_on_new_data`` (the ingest flow labels the event accordingly);
+* ``retrainer.drift.detected`` and ``retrainer.performance.degraded`` run the retrain with the
+  incident key and the event id, which the retrain uses to refuse duplicates;
+* each model's monitor runs on its own schedule (``automation.monitor_cron`` or
+  ``automation.monitor_interval_seconds``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from retrainer import events
+from retrainer.config import ProjectConfig
+
+if TYPE_CHECKING:
+    from prefect.schedules import Schedule
+
+DEPLOYMENT = "default"
+TAGS = ["retrainer"]
+MODEL_RESOURCES = {"prefect.resource.id": "retrainer.model.*"}
+MODEL_FROM_EVENT = "{{ event.resource.name }}"
+
+
+def trigger_specs() -> dict[str, list[dict[str, Any]]]:
+    """Trigger definitions per flow name, as plain data (the shape ``prefect.yaml`` uses)."""
+    incident = {
+        "model": MODEL_FROM_EVENT,
+        "reason": "{{ event.event }} {{ event.payload.incident_key }}",
+        "event_id": "{{ event.id|string }}",
+        "incident_key": "{{ event.payload.incident_key }}",
+        "event_name": "{{ event.event }}",
+        "event_payload": "{{ event.payload }}",
+    }
+    return {
+        "monitor": [
+            _spec("monitor-on-new-data", events.DATA_ARRIVED, {"model": MODEL_FROM_EVENT}, "monitor"),
+        ],
+        "retrain": [
+            _spec("retrain-on-drift", events.DRIFT_DETECTED, incident),
+            _spec("retrain-on-degraded-performance", events.PERFORMANCE_DEGRADED, incident),
+            _spec(
+                "retrain-on-new-data",
+                events.DATA_ARRIVED,
+                {
+                    "model": MODEL_FROM_EVENT,
+                    "reason": "new data {{ event.payload.batch_id }}",
+                    "event_id": "{{ event.id|string }}",
+                    "event_name": "{{ event.event }}",
+                    "event_payload": "{{ event.payload }}",
+                },
+                "retrain",
+            ),
+        ],
+    }
+
+
+def _spec(name: str, event: str, parameters: dict[str, str], new_data_action: str | None = None) -> dict[str, Any]:
+    match = dict(MODEL_RESOURCES)
+    if new_data_action is not None:
+        match[events.NEW_DATA_ACTION] = new_data_action
+    return {
+        "type": "event",
+        "name": name,
+        "enabled": True,
+        "match": match,
+        "expect": [event],
+        "for_each": ["prefect.resource.id"],
+        "posture": "Reactive",
+        "threshold": 1,
+        "within": 0,
+        "parameters": dict(parameters),
+    }
+
+
+def triggers(flow_name: str) -> list[Any]:
+    """The triggers of one flow's deployment as ``DeploymentEventTrigger`` objects."""
+    from prefect.events import DeploymentEventTrigger
+
+    made = []
+    for spec in trigger_specs().get(flow_name, []):
+        fields = {k: v for k, v in spec.items() if k != "type"}
+        made.append(DeploymentEventTrigger(**{**fields, "within": timedelta(seconds=fields["within"])}))
+    return made
+
+
+def schedule_specs(project: ProjectConfig) -> list[dict[str, Any]]:
+    """One monitor schedule per model, as plain data (the shape ``prefect.yaml`` uses)."""
+    specs = []
+    for name, model in sorted(project.models.items()):
+        automation = model.automation
+        when: dict[str, Any]
+        if automation.monitor_interval_seconds:
+            when = {"interval": automation.monitor_interval_seconds}
+        elif automation.monitor_cron:
+            when = {"cron": automation.monitor_cron}
+        else:
+            continue
+        specs.append(
+            {**when, "timezone": automation.timezone, "slug": f"monitor-{name}", "parameters": {"model": name}}
+        )
+    return specs
+
+
+def schedules(project: ProjectConfig) -> list[Schedule]:
+    """The monitor's schedules as Prefect objects."""
+    from prefect.schedules import Cron, Interval
+
+    made: list[Schedule] = []
+    for spec in schedule_specs(project):
+        common = {"timezone": spec["timezone"], "slug": spec["slug"], "parameters": spec["parameters"]}
+        if "interval" in spec:
+            made.append(Interval(timedelta(seconds=spec["interval"]), **common))
+        else:
+            made.append(Cron(spec["cron"], **common))
+    return made
+
+
+def deployments(project: ProjectConfig) -> list[Any]:
+    """Every deployment (``RunnerDeployment``) with its triggers and schedules, ready to serve."""
+    from flows.ingest import ingest
+    from flows.monitor import monitor
+    from flows.retrain import retrain
+    from flows.rollback import rollback
+
+    return [
+        ingest.to_deployment(name=DEPLOYMENT, tags=TAGS),
+        monitor.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("monitor"), schedules=schedules(project)),
+        retrain.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("retrain")),
+        rollback.to_deployment(name=DEPLOYMENT, tags=TAGS),
+    ]

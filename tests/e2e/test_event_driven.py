@@ -1,0 +1,154 @@
+"""Event-driven retraining on a real ``prefect server``: triggers, schedules, dedupe and single flight."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from retrainer.synth import demo_config, make_batch
+from tests.conftest import Project
+from tests.e2e.conftest import BIN, post, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def _event(name: str, key: str, event_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": name,
+        "resource": {
+            "prefect.resource.id": "retrainer.model.churn",
+            "prefect.resource.name": "churn",
+            "retrainer.model": "churn",
+        },
+        "payload": {"incident_key": key, "drift_share": 0.9},
+        "related": [],
+    }
+
+
+def _cli(project: Project, api: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api,
+        "RETRAINER_CONFIG": str(project.config_path),
+        "RETRAINER_HOME": str(project.home),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [str(BIN / "retrainer"), *args]
+    return subprocess.run(command, env=env, cwd=project.root, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[Project]:
+    """A project whose deployments ``retrainer serve`` serves against the real server."""
+    config = demo_config()
+    config["models"]["churn"]["automation"] = {"monitor_cron": None, "monitor_interval_seconds": 30}  # type: ignore[index]
+    root = tmp_path_factory.mktemp("served")
+    project = Project(root, config)
+    project.home.mkdir()
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "RETRAINER_CONFIG": str(project.config_path),
+        "RETRAINER_HOME": str(project.home),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = (root / "serve.log").open("w")
+    process = subprocess.Popen(
+        [str(BIN / "retrainer"), "serve"], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
+    )
+    os.environ.update({"RETRAINER_CONFIG": env["RETRAINER_CONFIG"], "RETRAINER_HOME": env["RETRAINER_HOME"]})
+    try:
+        wait_for(lambda: len(post(prefect_api, "/deployments/filter", {})) >= 4, 180, "served deployments")
+        time.sleep(3)  # automations reach the trigger service asynchronously
+        yield project
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
+
+
+def _runs(api: str, flow: str) -> list[dict[str, Any]]:
+    flows = {f["id"]: f["name"] for f in post(api, "/flows/filter", {})}
+    runs = post(api, "/flow_runs/filter", {"sort": "EXPECTED_START_TIME_ASC", "limit": 200})
+    return [r for r in runs if flows.get(r["flow_id"]) == flow]
+
+
+def _finished(api: str, flow: str, count: int, timeout: float) -> list[dict[str, Any]]:
+    def done() -> list[dict[str, Any]] | None:
+        runs = [r for r in _runs(api, flow) if r["state_type"] in {"COMPLETED", "FAILED", "CRASHED"}]
+        return runs if len(runs) >= count else None
+
+    found: list[dict[str, Any]] = wait_for(done, timeout, f"{count} finished {flow} run(s)")
+    return found
+
+
+def _work_span(api: str, run_id: str) -> tuple[str, str]:
+    """Start of the first and end of the last task run of a flow run (the work done under the slot)."""
+    tasks = post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200})
+    working = [t for t in tasks if t["name"].startswith(("plan-training-data", "publish-decision"))]
+    return min(t["start_time"] for t in working), max(t["end_time"] for t in working)
+
+
+def test_schedule_new_data_and_drift_events_drive_the_flows(served: Project, prefect_api: str) -> None:
+    scheduled = _finished(prefect_api, "monitor", 1, 150)
+    assert scheduled[0]["auto_scheduled"] and scheduled[0]["state_name"] == "NoChampion"
+
+    files = [served.file(f"day{d}", make_batch(4000, seed=d, day=d)) for d in range(3)]
+    assert _cli(served, prefect_api, "ingest", "--model", "churn", *files).returncode == 0
+    by_event = lambda: [r for r in _runs(prefect_api, "monitor") if not r["auto_scheduled"]]  # noqa: E731
+    wait_for(lambda: len(by_event()) >= 3, 120, "three monitors started by data.arrived")
+    first = _cli(served, prefect_api, "retrain", "--model", "churn", "--reason", "bootstrap")
+    assert first.returncode == 0 and first.stdout.startswith("Promoted"), first.stderr
+
+    storm_id = str(uuid.uuid4())
+    sent = datetime.now(UTC)
+    _post_events(prefect_api, [_event("retrainer.drift.detected", "churn:v1:storm", storm_id) for _ in range(20)])
+    _finished(prefect_api, "retrain", 2, 240)
+    [started] = [r for r in _runs(prefect_api, "retrain") if r["parameters"].get("event_id") == storm_id]
+    latency = datetime.fromisoformat(started["start_time"]) - sent
+    print(f"\nevent emitted -> retrain flow running: {latency.total_seconds():.1f} s")
+    time.sleep(10)  # a duplicate run would have been created by now
+    storm_runs = [r for r in _runs(prefect_api, "retrain") if r["parameters"].get("incident_key") == "churn:v1:storm"]
+    assert len(storm_runs) == 1, [r["state_name"] for r in storm_runs]
+    assert storm_runs[0]["parameters"]["event_id"] == storm_id
+    assert storm_runs[0]["state_name"] in {"Promoted", "Rejected"}
+
+    _post_events(
+        prefect_api,
+        [_event("retrainer.drift.detected", "churn:v2:a"), _event("retrainer.performance.degraded", "churn:v2:b")],
+    )
+    _finished(prefect_api, "retrain", 4, 300)
+    pair = [
+        r for r in _runs(prefect_api, "retrain") if r["parameters"].get("incident_key") in {"churn:v2:a", "churn:v2:b"}
+    ]
+    assert len(pair) == 2 and all(r["state_type"] == "COMPLETED" for r in pair), [r["state_name"] for r in pair]
+    (start_a, end_a), (start_b, end_b) = (_work_span(prefect_api, r["id"]) for r in pair)
+    assert end_a <= start_b or end_b <= start_a, "two retrains of one model worked at the same time"
+
+    again = _event("retrainer.drift.detected", "churn:v2:a")
+    _post_events(prefect_api, [again])
+    repeat = wait_for(
+        lambda: [
+            r
+            for r in _runs(prefect_api, "retrain")
+            if r["parameters"].get("event_id") == again["id"] and r["state_type"] == "COMPLETED"
+        ],
+        180,
+        "the repeated incident's run",
+    )
+    assert repeat[0]["state_name"] == "Duplicate"
+
+
+def _post_events(api: str, batch: list[dict[str, Any]]) -> None:
+    post(api, "/events", batch)
