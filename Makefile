@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test lint typecheck check lock bench-scale bench-drift clean
+.PHONY: install demo test test-ui lint typecheck check lock bench-scale bench-drift clean
 
 install: $(STAMP)
 
@@ -26,10 +26,16 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 
 demo: $(STAMP)
-	$(BIN)/retrainer demo $(if $(DEMO_DIR),--workdir $(DEMO_DIR))
+	$(BIN)/retrainer demo $(if $(DEMO_DIR),--workdir $(DEMO_DIR)) $(if $(KEEP),--keep)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The decision record in the Prefect UI, in headless Chromium from Debian's package (installed if missing).
+test-ui: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
+		|| echo "!! Debian's chromium could not be installed: the UI test will be skipped"
+	$(BIN)/python -m pytest -m ui
 
 # Ingest + retrain through the CLI at 1M rows x 20 features; writes bench/out/scale/RESULTS.md.
 bench-scale: $(STAMP)

@@ -1,5 +1,8 @@
 """``retrainer up`` / ``retrainer down``: a local Prefect server (and optionally the MLflow UI) in the background.
 
+``make demo`` also serves the deployments in the background here, so that ``retrainer down`` stops
+everything a ``KEEP=1`` demo left running.
+
 The server keeps its SQLite database under ``<RETRAINER_HOME>/prefect``, listens on loopback only,
 sends no analytics, and is started in its own session so that it outlives the command. Each
 process is remembered by a pid file next to its log.
@@ -82,10 +85,10 @@ class Service:
         return True
 
 
-def services(settings: Settings) -> tuple[Service, Service]:
-    """The Prefect server and MLflow UI services of a state directory."""
+def services(settings: Settings) -> tuple[Service, Service, Service]:
+    """The Prefect server, MLflow UI and ``retrainer serve`` services of a state directory."""
     directory = settings.state_dir / "prefect"
-    return Service("prefect-server", directory), Service("mlflow-ui", directory)
+    return Service("prefect-server", directory), Service("mlflow-ui", directory), Service("serve", directory)
 
 
 def up(settings: Settings, port: int, mlflow_port: int | None = None) -> dict[str, str]:
@@ -94,7 +97,7 @@ def up(settings: Settings, port: int, mlflow_port: int | None = None) -> dict[st
     Raises:
         RetrainerError: the server did not become healthy in time (its log is named).
     """
-    prefect, mlflow = services(settings)
+    prefect, mlflow, _ = services(settings)
     api = f"http://{HOST}:{port}/api"
     env = {
         **os.environ,
@@ -130,6 +133,14 @@ def _wait_healthy(api: str, service: Service) -> None:
     raise RetrainerError(f"the Prefect server did not become healthy; see {service.log}")
 
 
+def serve_in_background(settings: Settings, api: str) -> int:
+    """Run ``retrainer serve`` against ``api`` in the background (stopped by :func:`down`); return its pid."""
+    serving = services(settings)[2]
+    if (pid := serving.pid()) is not None:
+        return pid
+    return serving.start([str(BIN / "retrainer"), "serve"], {**os.environ, "PREFECT_API_URL": api})
+
+
 def down(settings: Settings) -> list[str]:
-    """Stop every background service of the state directory; return the names of those stopped."""
-    return [service.name for service in services(settings) if service.stop()]
+    """Stop every background service of the state directory (serving first); return those stopped."""
+    return [service.name for service in reversed(services(settings)) if service.stop()]

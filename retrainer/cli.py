@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the whole story on generated data")
     demo.add_argument("--workdir", type=Path, default=Path("demo"))
+    demo.add_argument("--keep", action="store_true", help="leave the server and the serving process running")
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -201,7 +202,7 @@ def _prefect_yaml(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from retrainer.demo import run_demo
 
-    return run_demo(args.workdir)
+    return run_demo(args.workdir, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
     first promotion), ``challenger`` (same shape or ``None``), ``batches`` (accepted count and ids),
     ``quarantined`` (count), ``drift`` (``last_check``: id, time, champion version, batches, alarming,
     drift share, or ``None``; ``open_incident``: key, opened at, retrain started at, or ``None``;
+    ``last_closed_incident``: key, closed at, resolution, or ``None``;
     ``retrain_in_flight_since``) and ``decisions`` (newest first: version, outcome, reasons, at, trigger).
     """
     workspace.model(model)
@@ -66,8 +67,12 @@ def _version_status(workspace: Workspace, found: VersionInfo | None, alias: str)
 def _drift_status(state: IncidentState) -> dict[str, Any]:
     last = state.checks[-1] if state.checks else None
     incident = state.open
+    closed = state.closed[-1] if state.closed else None
     return {
         "last_check": asdict(last) if last else None,
+        "last_closed_incident": (
+            {"key": closed.key, "closed_at": closed.closed_at, "resolution": closed.resolution} if closed else None
+        ),
         "open_incident": (
             {"key": incident.key, "opened_at": incident.opened_at, "retrain_started_at": incident.retrain_started_at}
             if incident
@@ -107,7 +112,9 @@ def render_text(status: dict[str, Any]) -> str:
 
 
 def _drift_line(drift: dict[str, Any]) -> str:
-    last, incident = drift["last_check"], drift["open_incident"]
+    last, incident, closed = drift["last_check"], drift["open_incident"], drift["last_closed_incident"]
+    if last is None and closed is not None:
+        return f"drift        no check since incident {closed['key']} closed ({closed['resolution']})"
     if last is None:
         return "drift        not checked yet"
     seen = "alarming" if last["alarming"] else "calm"
