@@ -51,8 +51,9 @@ def test_latest_retrain_shows_its_decision_record_in_the_prefect_ui(project: Pro
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{ui}/runs/flow-run/{latest['id']}")
         expect(page.get_by_text(latest["state_name"], exact=True).first).to_be_visible(timeout=60_000)
-        page.get_by_role("tab", name="Artifacts").click()
+        page.get_by_text("Artifacts", exact=True).first.click()
         expect(page.get_by_text("decision-churn").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(OUTPUT / "prefect-ui-flow-run-artifacts.png"), full_page=True)
         page.goto(f"{ui}/artifacts/artifact/{record['id']}")
         table = page.get_by_role("table").filter(has_text="lower bound").first
         expect(table).to_be_visible(timeout=30_000)
