@@ -25,7 +25,7 @@ from retrainer.errors import RetrainerError
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
-STARTUP_SECONDS = 120.0
+STARTUP_SECONDS = 300.0
 STOP_SECONDS = 30.0
 
 

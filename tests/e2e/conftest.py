@@ -58,7 +58,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 120, "the Prefect server")
+        wait_for(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 300, "the Prefect server")
         yield api
     finally:
         server.terminate()

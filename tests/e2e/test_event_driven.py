@@ -69,7 +69,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterat
     )
     os.environ.update({"RETRAINER_CONFIG": env["RETRAINER_CONFIG"], "RETRAINER_HOME": env["RETRAINER_HOME"]})
     try:
-        wait_for(lambda: len(post(prefect_api, "/deployments/filter", {})) >= 4, 180, "served deployments")
+        wait_for(lambda: len(post(prefect_api, "/deployments/filter", {})) >= 4, 300, "served deployments")
         time.sleep(3)  # automations reach the trigger service asynchronously
         yield project
     finally:

@@ -55,7 +55,8 @@ def test_latest_retrain_shows_its_decision_record_in_the_prefect_ui(project: Pro
         expect(page.get_by_text("decision-churn").first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(OUTPUT / "prefect-ui-flow-run-artifacts.png"), full_page=True)
         page.goto(f"{ui}/artifacts/artifact/{record['id']}")
-        table = page.get_by_role("table").filter(has_text="lower bound").first
+        lower_bound = page.get_by_role("columnheader", name="lower bound", exact=True)
+        table = page.get_by_role("table").filter(has=lower_bound)
         expect(table).to_be_visible(timeout=30_000)
         for header in ("metric", "champion", "challenger", "improvement", "lower bound"):
             expect(table.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
