@@ -8,7 +8,7 @@ categorical features plus the champion's prediction), in one process:
 * the monitor check: ``retrainer.monitoring.check_window``, i.e. the verdicts from ``fast_drift`` on
   the full frames plus the Evidently HTML report drawn on a ``report_rows`` sample per side;
 * the verdicts alone: ``retrainer.drift_stats.fast_drift`` on the full frames;
-* the sampled report alone: ``retrainer.drift.run_evidently`` on the same samples the check draws;
+* the sampled report alone: ``retrainer.drift.run_evidently`` on the samples and columns the check draws;
 * Evidently's ``DataDriftPreset`` on the full frames (``retrainer.drift.run_evidently``).
 
 Imports and first-call costs are paid by a warm-up on small frames before anything is timed; the
