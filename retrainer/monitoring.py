@@ -84,9 +84,7 @@ def reference_sample(training: pl.DataFrame, spec: FeatureSpec, raw_predictions:
 
 def reference_rows(training: pl.DataFrame, drift: DriftConfig) -> pl.DataFrame:
     """A seeded sample of at most ``drift.reference_rows`` training rows (all rows when fewer)."""
-    if training.height <= drift.reference_rows:
-        return training
-    return training.sample(n=drift.reference_rows, seed=drift.reference_seed)
+    return _sample(training, drift.reference_rows, drift.reference_seed)
 
 
 def reference_batches(manifest: Manifest, run_tags: dict[str, str], version: str) -> list[BatchRecord]:

@@ -168,17 +168,21 @@ def test_cooldown_after_a_promotion_boundary() -> None:
     assert after.open is not None
 
 
+def _assert_cooldown_ends(state: IncidentState, policy: IncidentPolicy, end: datetime) -> None:
+    """An alarming check 1 s before ``end`` is held by the cooldown; one at ``end`` opens an incident."""
+    moment = end - timedelta(seconds=1)
+    _, inside = assess(state, _check(1, True, at=moment), policy, moment)
+    assert inside.action is Action.COOLDOWN
+    _, after = assess(state, _check(1, True, at=end), policy, end)
+    assert after.action is Action.OPENED
+
+
 def test_cooldown_after_a_retrain_start_that_is_no_longer_in_flight() -> None:
     # Timeout shorter than the cooldown: after the timeout the start still holds the cooldown.
     policy = _policy(k=1, n=1, cooldown=600, timeout=60)
     state = retrain_started(_empty(), T0, None)
     assert state.last_retrain_started_at == T0
-    moment = T0 + timedelta(seconds=599)
-    _, inside = assess(state, _check(1, True, at=moment), policy, moment)
-    assert inside.action is Action.COOLDOWN
-    moment = T0 + timedelta(seconds=600)
-    _, after = assess(state, _check(1, True, at=moment), policy, moment)
-    assert after.action is Action.OPENED
+    _assert_cooldown_ends(state, policy, T0 + timedelta(seconds=600))
 
 
 def test_cooldown_runs_from_the_start_when_a_retrain_finished_without_promotion() -> None:
@@ -186,12 +190,7 @@ def test_cooldown_runs_from_the_start_when_a_retrain_finished_without_promotion(
     state = retrain_started(_empty(), T0, None)
     state = retrain_finished(state, T0 + timedelta(seconds=100), "rejected", promoted=False)
     assert state.retrain_in_flight_since is None and state.last_promotion_at is None
-    moment = T0 + timedelta(seconds=599)
-    _, inside = assess(state, _check(1, True, at=moment), policy, moment)
-    assert inside.action is Action.COOLDOWN
-    moment = T0 + timedelta(seconds=600)
-    _, after = assess(state, _check(1, True, at=moment), policy, moment)
-    assert after.action is Action.OPENED
+    _assert_cooldown_ends(state, policy, T0 + timedelta(seconds=600))
 
 
 def test_cooldown_counts_from_the_latest_of_promotion_and_start() -> None:

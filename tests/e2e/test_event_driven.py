@@ -34,7 +34,8 @@ def _event(name: str, key: str, event_id: str | None = None) -> dict[str, Any]:
     }
 
 
-def _cli(project: Project, api: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _environment(project: Project, api: str) -> dict[str, str]:
+    """This process's environment pointed at ``project`` and the server at ``api``."""
     env = {
         **os.environ,
         "PREFECT_API_URL": api,
@@ -43,7 +44,12 @@ def _cli(project: Project, api: str, *args: str) -> subprocess.CompletedProcess[
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _cli(project: Project, api: str, *args: str) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "retrainer"), *args]
+    env = _environment(project, api)
     return subprocess.run(command, env=env, cwd=project.root, capture_output=True, text=True, timeout=300)
 
 
@@ -55,19 +61,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterat
     root = tmp_path_factory.mktemp("served")
     project = Project(root, config)
     project.home.mkdir()
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "RETRAINER_CONFIG": str(project.config_path),
-        "RETRAINER_HOME": str(project.home),
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = _environment(project, prefect_api)
     log = (root / "serve.log").open("w")
     process = subprocess.Popen(
         [str(BIN / "retrainer"), "serve"], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
     )
-    os.environ.update({"RETRAINER_CONFIG": env["RETRAINER_CONFIG"], "RETRAINER_HOME": env["RETRAINER_HOME"]})
     try:
         wait_for(lambda: len(post(prefect_api, "/deployments/filter", {})) >= 4, 300, "served deployments")
         time.sleep(3)  # automations reach the trigger service asynchronously
