@@ -33,7 +33,7 @@ test: $(STAMP)
 
 # The decision record in the Prefect UI, in headless Chromium from Debian's package (installed if missing).
 test-ui: $(STAMP)
-	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
+	command -v chromium >/dev/null || (timeout 300 apt-get update -q && timeout 600 apt-get install -y -q chromium) \
 		|| echo "!! Debian's chromium could not be installed: the UI test will be skipped"
 	$(BIN)/python -m pytest -m ui
 

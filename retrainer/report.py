@@ -79,8 +79,9 @@ def _evidence(payload: dict[str, Any]) -> str:
 
 
 def _rules(judgement: Judgement) -> str:
-    rows = [["✅" if r.passed else "❌", f"`{r.name}`", r.detail] for r in judgement.rules]
-    return _table("Rules", ["", "rule", "detail"], rows)
+    # Words, not emoji: headless browsers and terminals without an emoji font show blank boxes.
+    rows = [["pass" if r.passed else "**FAIL**", f"`{r.name}`", r.detail] for r in judgement.rules]
+    return _table("Rules", ["result", "rule", "detail"], rows)
 
 
 def _metrics(judgement: Judgement) -> str:

@@ -23,7 +23,7 @@ def test_decision_record_shows_rules_champion_vs_challenger_slices_and_lineage()
     assert "| metric | champion | challenger | improvement | lower bound |" in lines
     primary = next(line for line in lines if line.startswith("| **roc_auc**"))
     assert primary.count("|") == 6 and "+0." in primary.split("|")[-2]
-    assert any(line.startswith("| ✅ | `slice:plan=basic` |") for line in lines)
+    assert any(line.startswith("| pass | `slice:plan=basic` |") for line in lines)
     assert "| training_batches | `['b1']` |" in lines
     assert "- [run](runs:/1)" in lines
 

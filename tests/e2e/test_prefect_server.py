@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from deployments.definitions import DEPLOYMENT, schedule_specs, trigger_specs
+from deployments.prefect_yaml import WORK_POOL
+from retrainer.config import load_project
 from retrainer.events import event_id_for
 from retrainer.synth import make_batch
 from tests.conftest import Project
@@ -101,3 +104,57 @@ def test_drift_incident_is_announced_once_on_a_real_server(project: Project, pre
     links = post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-report-churn"]}}})
     assert len(links) == 2
     assert [f"]({payload['report_uri']})" in link["data"] for link in links].count(True) == 1
+
+
+def _prefect(api: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
+    repo_root = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", *args],
+        env=env,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _changed_files(repo_root: Path) -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=repo_root, capture_output=True, text=True).stdout
+
+
+def test_prefect_deploy_all_from_the_repo_root_creates_what_the_definitions_say(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    repo_root = Path(__file__).resolve().parents[2]
+    before = _changed_files(repo_root)
+    created = _prefect(prefect_api, tmp_path, "work-pool", "create", WORK_POOL, "--type", "process")
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = _prefect(prefect_api, tmp_path, "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert _changed_files(repo_root) == before, "prefect deploy must not write into the repository"
+
+    flows = {f["id"]: f["name"] for f in post(prefect_api, "/flows/filter", {})}
+    deployments = {flows[d["flow_id"]]: d for d in post(prefect_api, "/deployments/filter", {})}
+    assert sorted(deployments) == ["ingest", "monitor", "retrain", "rollback"]
+    assert {d["name"] for d in deployments.values()} == {DEPLOYMENT}
+    assert {d["work_pool_name"] for d in deployments.values()} == {WORK_POOL}
+
+    project = load_project(repo_root / "retrainer.example.yaml")
+    [schedule] = deployments["monitor"]["schedules"]
+    [expected_schedule] = schedule_specs(project)
+    assert schedule["schedule"]["cron"] == expected_schedule["cron"]
+    assert schedule["parameters"] == expected_schedule["parameters"] and schedule["active"]
+
+    automations = {a["name"]: a for a in post(prefect_api, "/automations/filter", {})}
+    for flow_name, specs in trigger_specs().items():
+        for spec in specs:
+            automation = automations.pop(spec["name"])
+            [action] = automation["actions"]
+            assert action["type"] == "run-deployment"
+            assert action["deployment_id"] == deployments[flow_name]["id"]
+            assert action["parameters"] == spec["parameters"]
+            trigger = automation["trigger"]
+            assert trigger["expect"] == spec["expect"] and trigger["for_each"] == spec["for_each"]
+            assert trigger["match"] == spec["match"] and trigger["posture"] == "Reactive"
+    assert not automations, f"automations nobody defined: {sorted(automations)}"
