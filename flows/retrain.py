@@ -44,7 +44,8 @@ def retrain(
 
     Ends ``Completed`` named Promoted, Rejected, Superseded, DryRun or Skipped; only faults fail it.
     One retrain per model runs at a time (others wait for the model's concurrency slot); a retrain
-    for an event or incident that already had one ends ``Completed`` named Duplicate.
+    for an event or incident that already had one, or for an outside drift alert within the cooldown,
+    ends ``Completed`` named Duplicate.
 
     Args:
         model: Model name from the config file.
@@ -57,7 +58,7 @@ def retrain(
     config = load_model_config(model)
     trigger = describe_trigger(reason, event_id, incident_key, event_name, event_payload)
     with single_flight(model):
-        duplicate = claim_retrain_slot(model, trigger)
+        duplicate = claim_retrain_slot(model, config, trigger)
         if duplicate is not None:
             return Completed(name=Outcome.DUPLICATE.value, message=f"{model}: {duplicate}")
         progress = start_progress(model)

@@ -16,7 +16,8 @@ Rules, in the order they apply to a new check:
    did. Its key names the model, the champion version and the first alarming check counted.
 
 A retrain claims its event id and incident key first: a second retrain for the same event or the
-same incident (the last 200 of each are remembered) is a duplicate and does nothing.
+same incident (the last 200 of each are remembered) is a duplicate and does nothing. So is a
+retrain for an incident the monitor did not open (an outside drift alert) within the cooldown.
 
 A check alarms when its dataset drift verdict is positive or the champion's labelled performance
 degraded beyond tolerance. An incident closes when the retrain it started finishes; the checks it
@@ -127,10 +128,9 @@ def assess(
     if _in_flight(state, policy, now):
         since = _iso(state.retrain_in_flight_since)
         return state, Assessment(Action.ATTACHED, None, f"absorbed by the retrain in flight since {since}")
-    quiet_since = _latest(state.last_promotion_at, state.last_retrain_started_at)
-    if quiet_since is not None and now - quiet_since < timedelta(seconds=policy.cooldown_seconds):
-        until = _iso(quiet_since + timedelta(seconds=policy.cooldown_seconds))
-        return state, Assessment(Action.COOLDOWN, None, f"cooldown until {until}")
+    until = _cooldown_until(state, policy)
+    if until is not None and now < until:
+        return state, Assessment(Action.COOLDOWN, None, f"cooldown until {_iso(until)}")
     alarming = [c for c in checks if c.alarming]
     if len(alarming) < policy.k:
         reason = f"{len(alarming)} of the last {len(checks)} checks alarmed; {policy.k} of {policy.n} needed"
@@ -187,13 +187,29 @@ def retrain_started(state: IncidentState, at: datetime, key: str | None, event_i
 
 
 def claim_retrain(
-    state: IncidentState, at: datetime, key: str | None, event_id: str | None
+    state: IncidentState, at: datetime, key: str | None, event_id: str | None, policy: IncidentPolicy
 ) -> tuple[IncidentState, str | None]:
-    """Start a retrain unless it repeats one (same event or incident): new state and duplicate reason."""
-    duplicate = duplicate_retrain(state, key, event_id)
+    """Start a retrain unless it repeats one: new state and the reason it is a duplicate.
+
+    A retrain repeats one when its event or incident already had a retrain, or when it answers an
+    incident the monitor did not open (an outside alert, e.g. through the webhook) within the
+    cooldown: outside alerts skip the k-of-n rule, so the cooldown is what stops an alert storm.
+    """
+    duplicate = duplicate_retrain(state, key, event_id) or _outside_alert_in_cooldown(state, at, key, policy)
     if duplicate is not None:
         return state, duplicate
     return retrain_started(state, at, key, event_id), None
+
+
+def _outside_alert_in_cooldown(
+    state: IncidentState, at: datetime, key: str | None, policy: IncidentPolicy
+) -> str | None:
+    if key is None or (state.open is not None and state.open.key == key):
+        return None
+    until = _cooldown_until(state, policy)
+    if until is None or at >= until:
+        return None
+    return f"alert {key} came within the cooldown (until {_iso(until)}) of the last retrain or promotion"
 
 
 def retrain_finished(state: IncidentState, at: datetime, outcome: str, promoted: bool) -> IncidentState:
@@ -219,6 +235,11 @@ def _close(state: IncidentState, at: datetime, resolution: str) -> IncidentState
         return state
     closed = replace(state.open, closed_at=at, resolution=resolution)
     return replace(state, open=None, closed=[*state.closed, closed][-_KEPT_CLOSED:])
+
+
+def _cooldown_until(state: IncidentState, policy: IncidentPolicy) -> datetime | None:
+    quiet_since = _latest(state.last_promotion_at, state.last_retrain_started_at)
+    return quiet_since + timedelta(seconds=policy.cooldown_seconds) if quiet_since is not None else None
 
 
 def _latest(*moments: datetime | None) -> datetime | None:

@@ -60,11 +60,11 @@ def describe_trigger(
 
 
 @task(name="claim-retrain")
-def claim_retrain_slot(model: str, trigger: Trigger) -> str | None:
-    """Record the retrain as in flight, unless its event or incident already has one: then say why."""
-    now = datetime.now(UTC)
+def claim_retrain_slot(model: str, config: ModelConfig, trigger: Trigger) -> str | None:
+    """Record the retrain as in flight, unless it repeats one (see ``claim_retrain``): then say why."""
+    now, policy = datetime.now(UTC), config.drift.incident
     book = workspace().incidents(model)
-    return book.update(lambda state: claim_retrain(state, now, trigger.incident_key, trigger.event_id))
+    return book.update(lambda state: claim_retrain(state, now, trigger.incident_key, trigger.event_id, policy))
 
 
 @task(name="start-progress")

@@ -18,6 +18,7 @@ from retrainer.incidents import (
     IncidentBook,
     IncidentState,
     assess,
+    claim_retrain,
     incident_key,
     retrain_failed,
     retrain_finished,
@@ -228,6 +229,43 @@ def test_alarm_is_absorbed_by_the_retrain_in_flight_until_its_timeout() -> None:
     timed_out, opened = assess(state, _check(1, True, at=moment), policy, moment)
     assert opened.action is Action.OPENED
     assert timed_out.open is not None
+
+
+# --- claiming a retrain -------------------------------------------------------------------------
+
+
+def test_a_retrain_claims_its_event_and_incident_once() -> None:
+    policy = _policy(cooldown=600)
+    state, duplicate = claim_retrain(_empty(), T0, "churn:v1:check-001", "event-1", policy)
+    assert duplicate is None and state.retrain_in_flight_since == T0
+    _, again = claim_retrain(state, T0 + timedelta(hours=2), None, "event-1", policy)
+    assert again == "event event-1 already started a retrain"
+    _, same_incident = claim_retrain(state, T0 + timedelta(hours=2), "churn:v1:check-001", "event-2", policy)
+    assert same_incident == "incident churn:v1:check-001 already had its retrain"
+
+
+def test_outside_alerts_within_the_cooldown_are_absorbed_by_the_last_retrain() -> None:
+    # Outside alerts skip the k-of-n rule; the cooldown is what keeps a storm of them to one retrain.
+    policy = _policy(cooldown=600)
+    state, first = claim_retrain(_empty(), T0, "churn:alert:ci:a1", None, policy)
+    assert first is None
+    inside = T0 + timedelta(seconds=599)
+    _, storm = claim_retrain(state, inside, "churn:alert:ci:a2", None, policy)
+    assert storm is not None and "within the cooldown" in storm
+    _, after = claim_retrain(state, T0 + timedelta(seconds=600), "churn:alert:ci:a3", None, policy)
+    assert after is None
+
+
+def test_the_monitors_own_incident_and_keyless_retrains_ignore_the_cooldown() -> None:
+    policy = _policy(k=1, n=1, cooldown=600)
+    state, found = _run(_empty(), [_check(1, True)], policy)
+    incident = found[-1].incident
+    assert incident is not None
+    state = replace(state, last_promotion_at=T0)  # e.g. a manual promotion just before
+    _, answered = claim_retrain(state, T0 + timedelta(seconds=1), incident.key, None, policy)
+    assert answered is None
+    _, manual = claim_retrain(state, T0 + timedelta(seconds=1), None, None, policy)
+    assert manual is None
 
 
 # --- closing -----------------------------------------------------------------------------------
