@@ -6,8 +6,9 @@
 Every trigger is one automation for all models: it matches ``retrainer.model.*`` resources and
 runs once per event (``for_each`` the resource), taking the model from the event's resource name.
 
-* ``retrainer.data.arrived`` runs the monitor, or the retrain directly for models whose
-  automation config says ``retrain_on_new_data`` (the ingest flow labels the event accordingly);
+* ``retrainer.data.arrived`` from a new-data notice (the webhook) runs the ingest on the notice's
+  files; from the ingest flow it runs the monitor, or the retrain directly for models whose
+  automation config says ``retrain_on_new_data`` (the event's ``retrainer.on_new_data`` label says which);
 * ``retrainer.drift.detected`` and ``retrainer.performance.degraded`` run the retrain with the
   incident key and the event id, which the retrain uses to refuse duplicates;
 * each model's monitor runs on its own schedule (``automation.monitor_cron`` or
@@ -42,8 +43,16 @@ def trigger_specs() -> dict[str, list[dict[str, Any]]]:
         "event_payload": "{{ event.payload }}",
     }
     return {
+        "ingest": [
+            _spec(
+                "ingest-on-data-notice",
+                events.DATA_ARRIVED,
+                {"model": MODEL_FROM_EVENT, "files": "{{ event.payload.files }}"},
+                events.INGEST,
+            ),
+        ],
         "monitor": [
-            _spec("monitor-on-new-data", events.DATA_ARRIVED, {"model": MODEL_FROM_EVENT}, "monitor"),
+            _spec("monitor-on-new-data", events.DATA_ARRIVED, {"model": MODEL_FROM_EVENT}, events.MONITOR),
         ],
         "retrain": [
             _spec("retrain-on-drift", events.DRIFT_DETECTED, incident),
@@ -58,7 +67,7 @@ def trigger_specs() -> dict[str, list[dict[str, Any]]]:
                     "event_name": "{{ event.event }}",
                     "event_payload": "{{ event.payload }}",
                 },
-                "retrain",
+                events.RETRAIN,
             ),
         ],
     }
@@ -133,7 +142,7 @@ def deployments(project: ProjectConfig) -> list[Any]:
     from flows.rollback import rollback
 
     return [
-        ingest.to_deployment(name=DEPLOYMENT, tags=TAGS),
+        ingest.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("ingest")),
         monitor.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("monitor"), schedules=schedules(project)),
         retrain.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("retrain")),
         rollback.to_deployment(name=DEPLOYMENT, tags=TAGS),

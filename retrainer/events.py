@@ -29,8 +29,13 @@ ALL_EVENTS = (
     MODEL_ROLLED_BACK,
 )
 
-# Resource label of ``data.arrived`` that tells the deployment triggers what a new batch starts.
+# Resource label of ``data.arrived`` that tells the deployment triggers what the new data starts:
+# files that landed are ingested; an accepted batch is monitored, or retrained on directly.
 NEW_DATA_ACTION = "retrainer.on_new_data"
+INGEST, MONITOR, RETRAIN = "ingest", "monitor", "retrain"
+
+# How many of the most drifted columns a drift event carries.
+TOP_COLUMNS = 5
 
 _NAMESPACE = uuid.UUID("5b0c0f3e-6a53-4d53-9a8e-6f1d2a7c9e10")
 

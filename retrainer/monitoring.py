@@ -53,7 +53,6 @@ from retrainer.store import BatchRecord, Manifest
 
 PREDICTION = "champion_prediction"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
-TOP_COLUMNS = 5
 Engine = Literal["polars", "evidently"]
 
 
@@ -184,7 +183,7 @@ class DriftCheck:
         """Drift of the dataset, or degraded labelled performance."""
         return self.drift_detected or bool(self.performance and self.performance.degraded)
 
-    def top_drifted(self, count: int = TOP_COLUMNS) -> list[ColumnDrift]:
+    def top_drifted(self, count: int = events.TOP_COLUMNS) -> list[ColumnDrift]:
         """The drifted columns with the largest score relative to their threshold."""
         drifted = [c for c in self.columns if c.drifted]
         return sorted(drifted, key=lambda c: -(c.score if c.score is not None else np.inf) / c.threshold)[:count]

@@ -27,7 +27,7 @@ def ingest_events(model: str, config: ModelConfig, outcomes: list[IngestOutcome]
     ``data.arrived`` carries the label ``retrainer.on_new_data`` (``monitor`` or ``retrain``, from the
     model's automation config) so that one static trigger per deployment serves every model.
     """
-    action = "retrain" if config.automation.retrain_on_new_data else "monitor"
+    action = events.RETRAIN if config.automation.retrain_on_new_data else events.MONITOR
     return [_event(model, outcome, action) for outcome in outcomes]
 
 

@@ -60,6 +60,7 @@ def test_every_model_event_that_should_start_work_has_exactly_one_trigger() -> N
             key = (spec["expect"][0], spec["match"].get(events.NEW_DATA_ACTION))
             by_event.setdefault(key, []).append(flow_name)
     assert by_event == {
+        (events.DATA_ARRIVED, "ingest"): ["ingest"],
         (events.DATA_ARRIVED, "monitor"): ["monitor"],
         (events.DATA_ARRIVED, "retrain"): ["retrain"],
         (events.DRIFT_DETECTED, None): ["retrain"],
