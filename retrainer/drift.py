@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from retrainer.alerts import snapshot_columns
 from retrainer.config import DriftConfig
 from retrainer.drift_stats import ColumnDrift, ColumnKind, ColumnKinds
 from retrainer.errors import ConfigError
@@ -111,28 +112,19 @@ def _pandas(frame: pl.DataFrame, numerical: list[str], categorical: list[str]) -
 
 
 def _column_verdicts(snapshot: dict[str, Any], kinds: dict[str, ColumnKind]) -> dict[str, ColumnDrift]:
-    """Per-column verdicts from a snapshot: score and settings from the metric, the verdict from its test."""
-    failed = {
-        test["metric_config"]["metric_id"]
-        for test in snapshot.get("tests", [])
-        if test.get("id") == "drift" and test.get("status") == "FAIL"
-    }
+    """Per-column verdicts from a snapshot, each method by its name rather than its display name."""
     names = _method_names()
-    verdicts = {}
-    for metric in snapshot["metrics"]:
-        settings = metric["config"]
-        if not str(settings.get("type", "")).endswith(":ValueDrift"):
-            continue
-        column = settings["column"]
-        verdicts[column] = ColumnDrift(
-            column=column,
-            kind=kinds[column],
-            method=names.get(settings["method"], settings["method"]),
-            score=float(metric["value"]),
-            threshold=float(settings["threshold"]),
-            drifted=metric["id"] in failed,
+    return {
+        c.column: ColumnDrift(
+            column=c.column,
+            kind=kinds[c.column],
+            method=names.get(c.method, c.method),
+            score=c.score,
+            threshold=c.threshold,
+            drifted=c.drifted,
         )
-    return verdicts
+        for c in snapshot_columns(snapshot)
+    }
 
 
 def _method_names() -> dict[str, str]:
