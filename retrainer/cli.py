@@ -65,6 +65,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve every deployment with its triggers and schedules")
     serve.set_defaults(handler=_serve)
 
+    webhook = commands.add_parser("webhook", help="receive signed drift alerts and new-data notices over HTTP")
+    webhook.add_argument("--host", default="127.0.0.1")
+    webhook.add_argument("--port", type=int, default=8765)
+    webhook.add_argument(
+        "--insecure-local", action="store_true", help="accept unsigned requests (loopback only, for trials)"
+    )
+    webhook.set_defaults(handler=_webhook)
+
+    send = commands.add_parser("send", help="sign and post a drift alert or a new-data notice to a receiver")
+    send.add_argument("--url", default="http://127.0.0.1:8765", help="receiver base URL, or a full hook URL")
+    send.add_argument("--source", default="external", help="who is sending (named in the event)")
+    messages = send.add_subparsers(dest="message", required=True, metavar="MESSAGE")
+    drift = messages.add_parser("drift", help="a drift alert: a share and columns, or an Evidently snapshot")
+    drift.add_argument("--model", required=True)
+    drift.add_argument("--share", type=float, help="share of drifted columns (0..1)")
+    drift.add_argument("--column", action="append", dest="columns", default=[], help="a drifted column (repeat)")
+    drift.add_argument("--snapshot", type=Path, help="Evidently snapshot JSON (snapshot.json())")
+    drift.add_argument("--compact", action="store_true", help="send the snapshot's share and columns only")
+    drift.add_argument("--report-uri")
+    drift.add_argument("--alert-id", help="id of this alert (default: digest of its content)")
+    drift.set_defaults(handler=_send)
+    data = messages.add_parser("data", help="a new-data notice: labelled files to ingest")
+    data.add_argument("--model", required=True)
+    data.add_argument("--notice-id", help="id of this notice (default: digest of its content)")
+    data.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    data.set_defaults(handler=_send)
+
     render = commands.add_parser("prefect-yaml", help="write prefect.yaml for the configured models")
     render.add_argument("--output", type=Path, default=Path("prefect.yaml"))
     render.set_defaults(handler=_prefect_yaml)
@@ -186,6 +213,49 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve()
     return EXIT_OK
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    import logging
+
+    from deployments.webhook import run
+    from retrainer.workspace import Workspace
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workspace = Workspace.open()
+    run(workspace.settings, workspace.project, args.host, args.port, args.insecure_local)
+    return EXIT_OK
+
+
+def _send(args: argparse.Namespace) -> int:
+    import json
+
+    from pydantic import BaseModel
+
+    from retrainer.config import load_settings
+    from retrainer.sender import data_notice, drift_alert, post
+
+    message: BaseModel
+    if args.message == "drift":
+        message = drift_alert(
+            args.model,
+            source=args.source,
+            drift_share=args.share,
+            columns=args.columns,
+            snapshot=args.snapshot,
+            compact=args.compact,
+            report_uri=args.report_uri,
+            alert_id=args.alert_id,
+        )
+    else:
+        message = data_notice(args.model, args.files, source=args.source, notice_id=args.notice_id)
+    secret = load_settings().webhook_secret
+    if secret is None:
+        print("warning: RETRAINER_WEBHOOK_SECRET is not set: sending unsigned", file=sys.stderr)
+    url = args.url if "/hooks/" in args.url else f"{args.url.rstrip('/')}/hooks/{args.message}"
+    answer = post(url, message, secret.get_secret_value() if secret else None)
+    print(json.dumps({"status": answer.status, **answer.body}), file=sys.stdout if answer.ok else sys.stderr)
+    return EXIT_OK if answer.ok else EXIT_ERROR
 
 
 def _prefect_yaml(args: argparse.Namespace) -> int:

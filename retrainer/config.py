@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -255,10 +256,24 @@ class ModelConfig(_Strict):
         return list(self.classes) if self.classes is not None else [0, 1]
 
 
+class WebhookConfig(_Strict):
+    """The webhook receiver (``retrainer webhook``): where its secret lives and how much it accepts.
+
+    The shared secret comes from ``RETRAINER_WEBHOOK_SECRET`` or, when that is unset, from the Prefect
+    Secret block named ``secret_block``; it never belongs in this file.
+    """
+
+    secret_block: str | None = Field(None, description="Prefect Secret block holding the shared secret")
+    replay_window_seconds: int = Field(300, ge=10, le=3600, description="Accepted signature age (and clock skew)")
+    requests_per_minute: int = Field(60, ge=1, description="Per source address, refused with 429 beyond")
+    burst: int = Field(20, ge=1, description="Requests a quiet source may send at once")
+
+
 class ProjectConfig(_Strict):
     """The whole YAML file."""
 
     models: dict[ModelName, ModelConfig]
+    webhook: WebhookConfig = WebhookConfig()
 
     def model(self, name: str) -> ModelConfig:
         """Return the config of ``name``.
@@ -289,6 +304,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "RETRAINER_TRACKING_URI"),
         description="MLflow tracking/registry URI; default SQLite under <home>",
     )
+    webhook_secret: SecretStr | None = Field(None, description="Shared secret of the webhook receiver and sender")
 
     @property
     def data_dir(self) -> Path:

@@ -12,7 +12,14 @@ import pytest
 CORE = Path(__file__).resolve().parents[2] / "retrainer"
 # serving.py is the model code MLflow stores with each version: it must stand alone, so it imports
 # MLflow and LightGBM itself instead of going through retrainer.
-OWNERS = {"mlflow": {"registry.py", "serving.py"}, "lightgbm": {"training.py", "serving.py"}, "evidently": {"drift.py"}}
+OWNERS = {
+    "mlflow": {"registry.py", "serving.py"},
+    "lightgbm": {"training.py", "serving.py"},
+    "evidently": {"drift.py"},
+    "fastapi": {"webhook.py"},
+    "uvicorn": {"webhook.py"},
+    "httpx": {"sender.py"},
+}
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -52,7 +59,8 @@ def test_help_imports_no_heavy_library(tmp_path: Path) -> None:
         "import sys\n"
         "from retrainer.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = ['prefect', 'mlflow', 'lightgbm', 'evidently', 'polars', 'pandas', 'sklearn', 'numpy']\n"
+        "heavy = ['prefect', 'mlflow', 'lightgbm', 'evidently', 'polars', 'pandas', 'sklearn', 'numpy',"
+        " 'fastapi', 'uvicorn', 'httpx']\n"
         "print('loaded:' + ','.join(m for m in heavy if m in sys.modules))"
     )
     assert _run_python(code, tmp_path).splitlines()[-1] == "loaded:"

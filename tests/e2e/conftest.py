@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,34 @@ def post(api: str, path: str, body: Any) -> Any:
     response = httpx.post(f"{api}{path}", json=body, timeout=10)
     response.raise_for_status()
     return response.json() if response.content else None
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A running ``retrainer webhook``: its base URL, its log and the environment it runs in."""
+
+    url: str
+    log: Path
+    env: dict[str, str]
+
+
+@contextmanager
+def start_receiver(root: Path, env: dict[str, str], *flags: str) -> Iterator[Receiver]:
+    """Run ``retrainer webhook`` on a free loopback port in ``root`` until the block ends."""
+    port = free_port()
+    log = root / "webhook.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "retrainer"), "webhook", "--port", str(port), *flags],
+            env=env,
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 120, "the webhook receiver")
+            yield Receiver(url, log, env)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from retrainer.store import BatchStore
 from retrainer.synth import demo_config, make_batch
 from tests.conftest import Project
-from tests.e2e.conftest import BIN, post, wait_for
+from tests.e2e.conftest import BIN, post, start_receiver, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -150,3 +151,28 @@ def test_schedule_new_data_and_drift_events_drive_the_flows(served: Project, pre
 
 def _post_events(api: str, batch: list[dict[str, Any]]) -> None:
     post(api, "/events", batch)
+
+
+def test_a_signed_data_notice_runs_the_ingest_and_then_the_monitor(served: Project, prefect_api: str) -> None:
+    secret = "the-shared-secret-of-this-test"  # noqa: S105 (a test secret)
+    env = {**_environment(served, prefect_api), "RETRAINER_WEBHOOK_SECRET": secret}
+    landed = served.file("landed", make_batch(3000, seed=21, day=9))
+    monitors_before = {r["id"] for r in _runs(prefect_api, "monitor")}
+    with start_receiver(served.root, env) as receiver:
+        command = [str(BIN / "retrainer"), "send", "--url", receiver.url, "--source", "airflow"]
+        sent = subprocess.run([*command, "data", "--model", "churn", landed], env=env, capture_output=True, text=True)
+    assert sent.returncode == 0, sent.stderr
+
+    def ingest_of_the_notice() -> list[dict[str, Any]]:
+        runs = _runs(prefect_api, "ingest")
+        return [r for r in runs if r["parameters"].get("files") == [landed] and r["state_type"] == "COMPLETED"]
+
+    [ingest] = wait_for(ingest_of_the_notice, 180, "the ingest started by the notice")
+    assert ingest["parameters"]["model"] == "churn" and ingest["state_name"] == "Accepted"
+    assert BatchStore(served.home / "data", "churn").manifest().batches[-1].source == landed
+
+    def new_monitors() -> list[dict[str, Any]]:
+        runs = _runs(prefect_api, "monitor")
+        return [r for r in runs if r["id"] not in monitors_before and not r["auto_scheduled"]]
+
+    assert wait_for(new_monitors, 120, "the monitor started by the ingested batch")

@@ -1,0 +1,243 @@
+"""The webhook receiver as a real ``retrainer webhook`` process (uvicorn) emitting to a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from retrainer.alerts import DataNotice, DriftAlert, data_event, drift_event
+from retrainer.ingress import MAX_BODY_BYTES, SIGNATURE_HEADER, sign
+from retrainer.synth import demo_config
+from tests.conftest import Project
+from tests.e2e.conftest import BIN, Receiver, free_port, post, start_receiver, wait_for
+
+pytestmark = pytest.mark.e2e
+SECRET = "a-shared-secret-for-the-tests-only"  # noqa: S105 (a test secret)
+JSON = {"Content-Type": "application/json"}
+
+
+def _env(root: Path, api: str, webhook: dict[str, Any], secret: str | None) -> dict[str, str]:
+    config = demo_config()
+    config["webhook"] = webhook
+    project = Project(root, config)
+    env = {**os.environ, "PREFECT_API_URL": api, "RETRAINER_CONFIG": str(project.config_path)}
+    env["RETRAINER_HOME"] = str(project.home)
+    env.pop("RETRAINER_WEBHOOK_SECRET", None)
+    return {**env, "RETRAINER_WEBHOOK_SECRET": secret} if secret is not None else env
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[Receiver]:
+    """A signed receiver whose rate limit stays out of the way (the fuzz sends over a thousand requests)."""
+    limits = {"requests_per_minute": 1_000_000, "burst": 100_000}
+    root = tmp_path_factory.mktemp("webhook")
+    with start_receiver(root, _env(root, prefect_api, limits, SECRET)) as running:
+        yield running
+
+
+def _signed(body: bytes, at: int | None = None) -> dict[str, str]:
+    return {**JSON, SIGNATURE_HEADER: sign(SECRET, body, int(time.time()) if at is None else at)}
+
+
+def _send(receiver: Receiver, *args: str) -> dict[str, Any]:
+    command = [str(BIN / "retrainer"), "send", "--url", receiver.url, *args]
+    done = subprocess.run(command, env=receiver.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def _event(api: str, event_id: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        body = {"filter": {"id": {"id": [event_id]}}, "limit": 5}
+        hits: list[dict[str, Any]] = post(api, "/events/filter", body)["events"]
+        return hits[0] if hits else None
+
+    event: dict[str, Any] = wait_for(found, 30, f"event {event_id}")
+    return event
+
+
+def _assert_same_event(received: dict[str, Any], expected: Any) -> None:
+    assert received["id"] == str(expected.id)
+    assert received["event"] == expected.name
+    assert received["resource"] == expected.resource
+    assert received["payload"] == expected.payload
+    assert received["related"] == expected.related
+
+
+def test_signed_alerts_and_notices_arrive_as_the_flows_events(receiver: Receiver, prefect_api: str) -> None:
+    answer = _send(receiver, "--source", "ci", "drift", "--model", "churn", "--share", "0.6", "--column", "tenure")
+    assert answer["status"] == 202 and answer["event"] == "retrainer.drift.detected"
+    alert = DriftAlert(model="churn", source="ci", drift_share=0.6, drifted_columns=["tenure"])
+    _assert_same_event(_event(prefect_api, answer["event_id"]), drift_event(alert))
+
+    landed = receiver.log.parent / "landing.parquet"
+    answer = _send(receiver, "--source", "airflow", "data", "--model", "churn", str(landed))
+    assert answer["status"] == 202 and answer["resource"] == "retrainer.model.churn"
+    notice = DataNotice(model="churn", source="airflow", files=[str(landed)])
+    _assert_same_event(_event(prefect_api, answer["event_id"]), data_event(notice))
+
+
+def test_an_evidently_snapshot_is_read_for_share_and_columns(receiver: Receiver, prefect_api: str) -> None:
+    from tests.core.test_alerts import _evidently_snapshot
+
+    path = receiver.log.parent / "snapshot.json"
+    path.write_text(json.dumps(_evidently_snapshot(shift=1.0)), encoding="utf-8")
+    answer = _send(receiver, "drift", "--model", "churn", "--snapshot", str(path), "--report-uri", "file:///r.html")
+    event = _event(prefect_api, answer["event_id"])
+    assert [c["column"] for c in event["payload"]["top_columns"]] == ["a", "b"]
+    assert event["payload"]["report_uri"] == "file:///r.html"
+
+    path.write_text(json.dumps(_evidently_snapshot(shift=0.0)), encoding="utf-8")
+    calm = _send(receiver, "drift", "--model", "churn", "--snapshot", str(path))
+    assert calm["status"] == 200 and calm["event_id"] is None
+
+
+def _drift_body(source: str, **changes: Any) -> bytes:
+    return json.dumps({"model": "churn", "source": source, "drift_share": 0.7, **changes}).encode()
+
+
+def test_each_refusal_has_its_status_and_emits_nothing(receiver: Receiver, prefect_api: str) -> None:
+    hook = f"{receiver.url}/hooks/drift"
+    body = _drift_body("refused")
+    now = int(time.time())
+    refused = {
+        "unsigned": httpx.post(hook, content=body, headers=JSON),
+        "wrong secret": httpx.post(
+            hook, content=body, headers={**JSON, SIGNATURE_HEADER: sign("some-other-secret-value", body, now)}
+        ),
+        "tampered": httpx.post(hook, content=body + b" ", headers=_signed(body)),
+        "stale": httpx.post(hook, content=body, headers=_signed(body, at=now - 301)),
+        "too large": httpx.post(hook, content=b" " * (MAX_BODY_BYTES + 1), headers=JSON),
+        "not json": httpx.post(hook, content=body, headers={"Content-Type": "text/plain"}),
+        "unknown model": httpx.post(hook, content=(b2 := _drift_body("refused", model="nope")), headers=_signed(b2)),
+        "malformed": httpx.post(hook, content=(b3 := b'{"model": "churn", '), headers=_signed(b3)),
+        "invalid": httpx.post(hook, content=(b4 := _drift_body("refused", drift_share=3)), headers=_signed(b4)),
+    }
+    statuses = {name: response.status_code for name, response in refused.items()}
+    assert statuses == {
+        "unsigned": 401,
+        "wrong secret": 401,
+        "tampered": 401,
+        "stale": 401,
+        "too large": 413,
+        "not json": 415,
+        "unknown model": 404,
+        "malformed": 422,
+        "invalid": 422,
+    }
+    replayed_body = _drift_body("replayed")
+    headers = _signed(replayed_body)
+    first = httpx.post(hook, content=replayed_body, headers=headers)
+    assert first.status_code == 202
+    assert httpx.post(hook, content=replayed_body, headers=headers).status_code == 409
+
+    time.sleep(3)  # let a (wrong) event arrive before looking
+    body_filter = {"filter": {"event": {"prefix": ["retrainer."]}}, "limit": 50}
+    sources = [
+        related["prefect.resource.id"]
+        for event in post(prefect_api, "/events/filter", body_filter)["events"]
+        for related in event["related"]
+    ]
+    assert "retrainer.source.refused" not in sources
+    assert sources.count("retrainer.source.replayed") == 1
+    log = receiver.log.read_text(encoding="utf-8")
+    for rule in ("missing_signature", "bad_signature", "stale_signature", "body_too_large", "not_json"):
+        assert rule in log
+    assert "unknown_model" in log and "replayed_signature" in log
+    assert SECRET not in log
+
+
+def test_without_a_secret_the_receiver_refuses_to_start(tmp_path: Path) -> None:
+    env = {**os.environ, "RETRAINER_CONFIG": str(Project(tmp_path, demo_config()).config_path)}
+    env.pop("RETRAINER_WEBHOOK_SECRET", None)
+    command = [str(BIN / "retrainer"), "webhook", "--port", str(free_port())]
+    no_secret = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert no_secret.returncode == 1 and "no webhook secret" in no_secret.stderr
+    everywhere = "0.0.0.0"  # noqa: S104 (the point: it must be refused)
+    public = subprocess.run(
+        [*command, "--insecure-local", "--host", everywhere], env=env, capture_output=True, text=True
+    )
+    assert public.returncode == 1 and "loopback only" in public.stderr
+    short = subprocess.run(command, env={**env, "RETRAINER_WEBHOOK_SECRET": "short"}, capture_output=True, text=True)
+    assert short.returncode == 1 and "at least 16 characters" in short.stderr
+
+
+def test_insecure_local_takes_unsigned_requests_and_still_limits_the_rate(tmp_path: Path, prefect_api: str) -> None:
+    limits = {"requests_per_minute": 1, "burst": 3}
+    with start_receiver(tmp_path, _env(tmp_path, prefect_api, limits, None), "--insecure-local") as insecure:
+        assert "INSECURE" in insecure.log.read_text(encoding="utf-8")
+        hook = f"{insecure.url}/hooks/drift"
+        statuses = [httpx.post(hook, content=_drift_body(f"local{n}"), headers=JSON).status_code for n in range(5)]
+    assert statuses == [202, 202, 202, 429, 429]
+
+
+# --- fuzz ------------------------------------------------------------------------------------------
+
+_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4))
+_name = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+# Valid messages (to reach the model check and emission) and near-valid ones (to reach validation).
+_valid = st.one_of(
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["churn", "nope"]), "drift_share": st.floats(0, 1)},
+        optional={"source": _name, "alert_id": _name, "drifted_columns": st.lists(_name, max_size=5)},
+    ),
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["churn", "nope"]), "files": st.lists(st.just("/landing/a.parquet"), min_size=1)},
+        optional={"source": _name, "notice_id": _name},
+    ),
+)
+_near_valid = st.fixed_dictionaries(
+    {"model": st.sampled_from(["churn", "", "CHURN"]) | _json},
+    optional={
+        "source": st.sampled_from(["fuzz", "has space"]) | _json,
+        "alert_id": _text,
+        "notice_id": _text,
+        "drift_share": st.floats(0, 1) | _json,
+        "drifted_columns": st.lists(_text | _json, max_size=5),
+        "files": st.lists(st.sampled_from(["/landing/a.parquet", "relative.csv"]) | _text, max_size=3),
+        "snapshot": _json | st.fixed_dictionaries({"metrics": _json}),
+        "report_uri": _text,
+    },
+)
+_body = st.one_of(
+    (_valid | _near_valid).map(lambda m: json.dumps(m).encode()),
+    _json.map(lambda j: json.dumps(j).encode()),
+    st.binary(max_size=300),
+)
+# HTTP clients refuse to send header values with surrounding whitespace.
+_header = _text.map(str.strip)
+_content_type = st.tuples(st.integers(0, 9), _header).map(lambda t: t[1] if t[0] == 0 else "application/json")
+_headers = st.fixed_dictionaries(
+    {"Content-Type": _content_type}, optional={SIGNATURE_HEADER: _header, "X-Forwarded-For": _header}
+)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    path=st.sampled_from(["/hooks/drift", "/hooks/data"]),
+    body=_body,
+    headers=_headers,
+    signing=st.sampled_from(["valid", "valid", "valid", "stale", "as generated"]),
+)
+def test_fuzzed_requests_never_cause_a_server_error(
+    receiver: Receiver, path: str, body: bytes, headers: dict[str, str], signing: str
+) -> None:
+    sent = dict(headers)
+    if signing != "as generated":
+        sent[SIGNATURE_HEADER] = sign(SECRET, body, int(time.time()) - (1000 if signing == "stale" else 0))
+    response = httpx.post(f"{receiver.url}{path}", content=body, headers=sent, timeout=30)
+    event(f"HTTP {response.status_code}")  # pytest --hypothesis-show-statistics shows the spread
+    assert response.status_code < 500, response.text
