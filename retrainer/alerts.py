@@ -188,33 +188,25 @@ def read_snapshot(snapshot: dict[str, Any]) -> SnapshotDrift:
     return SnapshotDrift(share=share, detected=share >= threshold, columns=drifted)
 
 
-def source_resource(source: str) -> dict[str, str]:
-    """The related resource naming who sent a message."""
-    return {"prefect.resource.id": f"retrainer.source.{source}", "prefect.resource.role": "source"}
-
-
 def drift_event(alert: DriftAlert) -> events.Event | None:
     """The ``drift.detected`` event of an alert, or ``None`` when its snapshot shows no dataset drift."""
     drift = alert.drift()
     if not drift.detected:
         return None
     incident_key = f"{alert.model}:alert:{alert.source}:{alert.key}"
-    payload = {
-        "incident_key": incident_key,
-        "reason": f"drift alert {alert.key} from {alert.source}",
-        "drift_share": drift.share,
-        "drift_detected": True,
-        "top_columns": [c.model_dump() for c in drift.columns[: events.TOP_COLUMNS]],
-        "prediction_drift": None,
-        "report_uri": alert.report_uri,
-        "champion_version": None,
-        "batch_ids": [],
-        "check_id": alert.key,
-    }
-    related = [
-        {"prefect.resource.id": f"retrainer.incident.{incident_key}", "prefect.resource.role": "incident"},
-        source_resource(alert.source),
-    ]
+    payload = events.drift_payload(
+        incident_key=incident_key,
+        reason=f"drift alert {alert.key} from {alert.source}",
+        drift_share=drift.share,
+        drift_detected=True,
+        top_columns=[c.model_dump() for c in drift.columns[: events.TOP_COLUMNS]],
+        prediction_drift=None,
+        report_uri=alert.report_uri,
+        champion_version=None,
+        batch_ids=[],
+        check_id=alert.key,
+    )
+    related = [events.incident_resource(incident_key), events.source_resource(alert.source)]
     return events.Event(events.DRIFT_DETECTED, alert.model, payload, key=incident_key, related=related)
 
 
@@ -226,6 +218,6 @@ def data_event(notice: DataNotice) -> events.Event:
         notice.model,
         payload,
         key=f"{notice.model}:notice:{notice.source}:{notice.key}",
-        related=[source_resource(notice.source)],
+        related=[events.source_resource(notice.source)],
         labels={events.NEW_DATA_ACTION: events.INGEST},
     )

@@ -84,3 +84,54 @@ class Event:
             "retrainer.model": self.model,
             **self.labels,
         }
+
+
+def incident_resource(key: str) -> dict[str, str]:
+    """The related resource naming the drift incident an event is about."""
+    return {"prefect.resource.id": f"retrainer.incident.{key}", "prefect.resource.role": "incident"}
+
+
+def source_resource(source: str) -> dict[str, str]:
+    """The related resource naming who sent a message from outside (the webhook)."""
+    return {"prefect.resource.id": f"retrainer.source.{source}", "prefect.resource.role": "source"}
+
+
+def drift_payload(
+    *,
+    incident_key: str,
+    reason: str,
+    drift_share: float,
+    drift_detected: bool,
+    top_columns: list[dict[str, Any]],
+    prediction_drift: float | None,
+    report_uri: str | None,
+    champion_version: str | None,
+    batch_ids: list[str],
+    check_id: str,
+) -> dict[str, Any]:
+    """The payload of ``drift.detected`` (and the base of ``performance.degraded``), wherever it is emitted.
+
+    Args:
+        incident_key: The incident the event opens; the retrain it starts answers it.
+        reason: Sentence shown as the retrain's reason.
+        drift_share: Share of drifted features.
+        drift_detected: The dataset verdict.
+        top_columns: The most drifted columns, each ``{"column", "score", "method"}``.
+        prediction_drift: Drift score of the champion's predictions, when measured.
+        report_uri: Where the drift report is, if anywhere.
+        champion_version: The champion the drift was measured against, when known.
+        batch_ids: The checked window's batches (empty for outside alerts).
+        check_id: The check (or outside alert) that opened the incident.
+    """
+    return {
+        "incident_key": incident_key,
+        "reason": reason,
+        "drift_share": drift_share,
+        "drift_detected": drift_detected,
+        "top_columns": top_columns,
+        "prediction_drift": prediction_drift,
+        "report_uri": report_uri,
+        "champion_version": champion_version,
+        "batch_ids": batch_ids,
+        "check_id": check_id,
+    }

@@ -450,19 +450,19 @@ def incident_events(check: DriftCheck, assessment: Assessment, report_uri: str) 
     incident = assessment.incident
     if assessment.action is not Action.OPENED or incident is None:
         return []
-    payload = {
-        "incident_key": incident.key,
-        "reason": f"drift incident {incident.key}",
-        "drift_share": check.drift_share,
-        "drift_detected": check.drift_detected,
-        "top_columns": [{"column": c.column, "score": c.score, "method": c.method} for c in check.top_drifted()],
-        "prediction_drift": check.prediction.score if check.prediction else None,
-        "report_uri": report_uri,
-        "champion_version": check.champion_version,
-        "batch_ids": check.batch_ids,
-        "check_id": check.check_id,
-    }
-    related = [{"prefect.resource.id": f"retrainer.incident.{incident.key}", "prefect.resource.role": "incident"}]
+    payload = events.drift_payload(
+        incident_key=incident.key,
+        reason=f"drift incident {incident.key}",
+        drift_share=check.drift_share,
+        drift_detected=check.drift_detected,
+        top_columns=[{"column": c.column, "score": c.score, "method": c.method} for c in check.top_drifted()],
+        prediction_drift=check.prediction.score if check.prediction else None,
+        report_uri=report_uri,
+        champion_version=check.champion_version,
+        batch_ids=check.batch_ids,
+        check_id=check.check_id,
+    )
+    related = [events.incident_resource(incident.key)]
     found = []
     if check.drift_detected:
         found.append(events.Event(events.DRIFT_DETECTED, check.model, payload, key=incident.key, related=related))

@@ -182,6 +182,18 @@ def test_insecure_local_takes_unsigned_requests_and_still_limits_the_rate(tmp_pa
     assert statuses == [202, 202, 202, 429, 429]
 
 
+def test_the_secret_can_come_from_a_prefect_secret_block(tmp_path: Path, prefect_api: str) -> None:
+    save = "from prefect.blocks.system import Secret; import sys; Secret(value=sys.argv[1]).save('hook-secret')"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    subprocess.run([str(BIN / "python"), "-c", save, SECRET], env=env, check=True, capture_output=True, timeout=120)
+    limits = {"secret_block": "hook-secret"}
+    with start_receiver(tmp_path, _env(tmp_path, prefect_api, limits, None)) as from_block:
+        hook = f"{from_block.url}/hooks/drift"
+        body = _drift_body("block")
+        assert httpx.post(hook, content=body, headers=JSON).status_code == 401
+        assert httpx.post(hook, content=body, headers=_signed(body)).status_code == 202
+
+
 # --- fuzz ------------------------------------------------------------------------------------------
 
 _text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
