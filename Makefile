@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test test-ui lint typecheck check lock bench-scale bench-drift clean
+.PHONY: install demo test test-ui lint typecheck check lock bench bench-smoke bench-drift clean
 
 install: $(STAMP)
 
@@ -37,9 +37,13 @@ test-ui: $(STAMP)
 		|| echo "!! Debian's chromium could not be installed: the UI test will be skipped"
 	$(BIN)/python -m pytest -m ui
 
-# Ingest + retrain through the CLI at 1M rows x 20 features; writes bench/out/scale/RESULTS.md.
-bench-scale: $(STAMP)
-	$(BIN)/python bench/scale.py $(if $(ROWS),--rows $(ROWS))
+# Every measure of bench/bench.py at 100k and 1M rows (about an hour here); writes bench/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py $(if $(SIZES),--sizes $(SIZES))
+
+# The same scripts at a small size, so that they keep working (CI runs this); writes bench/out/smoke/.
+bench-smoke: $(STAMP)
+	$(BIN)/python bench/bench.py --sizes 20000 --runs 1 --skip-tests --out bench/out/smoke/RESULTS.md
 
 # Monitor drift check vs Evidently's DataDriftPreset on the full frames, 6 shift scenarios (~25 min at 1M rows);
 # writes bench/out/drift/RESULTS.md.

@@ -252,6 +252,7 @@ def run_scenario(
     rows: int,
     repeats: int,
     with_evidently: bool,
+    evidently_repeats: int = 1,
 ) -> Outcome:
     """Time the monitor check, its two parts and (optionally) Evidently on the full frames."""
     current, prediction = make_frame(rows, REFERENCE_SEED + 1 + SCENARIOS.index(name), _shifts()[name])
@@ -296,8 +297,9 @@ def run_scenario(
         report_dataset=_evidently_dataset_verdict(result.report),
     )
     if with_evidently:
-        evidently_s, run = _timed(
-            lambda: run_evidently(reference, full_current, _kinds(), drift, (PREDICTION, "numerical"))
+        evidently_s, run = _median_timed(
+            lambda: run_evidently(reference, full_current, _kinds(), drift, (PREDICTION, "numerical")),
+            evidently_repeats,
         )
         outcome.evidently_s = evidently_s
         outcome.evidently = run.columns
@@ -402,8 +404,8 @@ def render(
         f"fast_above {config.drift.fast_above:,}, report_rows {config.drift.report_rows:,}, "
         f"report_columns {getattr(config.drift, 'report_columns', 'all')}",
         f"timing: median of {args.repeats} run(s) for the monitor check, fast verdicts and sampled report; "
-        "Evidently full once; imports and first calls warmed up beforehand; quantile-step cache cleared "
-        "before each timed run.",
+        f"Evidently full median of {args.evidently_repeats}; imports and first calls warmed up beforehand; "
+        "quantile-step cache cleared before each timed run.",
         "",
         "| scenario | engine | monitor check s | fast verdicts s | sampled report s | Evidently full s | "
         "speed-up | dataset verdict monitor / Evidently (share) | per-column agreement | max abs score gap | "
@@ -512,6 +514,7 @@ def main() -> None:
         help="comma-separated scenarios to also run Evidently on the full frames for ('' for none)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the monitor check (median)")
+    parser.add_argument("--evidently-repeats", type=int, default=1, help="timed runs of Evidently (median)")
     parser.add_argument("--rss-scenario", default="large", choices=SCENARIOS)
     parser.add_argument(
         "--fast-above",
@@ -543,7 +546,9 @@ def main() -> None:
     _warm_up(config)
     outcomes = []
     for name in scenarios:
-        outcome = run_scenario(name, reference, config, args.rows, args.repeats, name in with_evidently)
+        outcome = run_scenario(
+            name, reference, config, args.rows, args.repeats, name in with_evidently, args.evidently_repeats
+        )
         evidently = f"{outcome.evidently_s:.1f} s" if outcome.evidently_s is not None else "not run"
         print(f"{name}: check {outcome.check_s:.2f} s, fast {outcome.fast_s:.2f} s, Evidently {evidently}", flush=True)
         outcomes.append(outcome)
