@@ -1,5 +1,7 @@
 # retrainer: `make demo` runs the whole story, `make test` runs the tests.
-# Both build .venv from requirements.lock when it is missing or older than the lock.
+# Both build .venv from requirements.lock when it is missing or older than the lock. Its packages are
+# compiled to bytecode at install: where PYTHONDONTWRITEBYTECODE is set, every process would otherwise
+# compile Prefect and MLflow from source again (seconds per command).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -18,7 +20,7 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes --compile-bytecode requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
