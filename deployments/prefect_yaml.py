@@ -17,7 +17,7 @@ HEADER = """\
 # and the model config; edit those and regenerate instead of editing this file.
 #   prefect work-pool create retrainer --type process
 #   prefect deploy --all
-#   prefect worker start --pool retrainer
+#   PREFECT_WORKER_QUERY_SECONDS=1 prefect worker start --pool retrainer
 # Every run reads RETRAINER_CONFIG / RETRAINER_HOME / MLFLOW_TRACKING_URI from the worker's environment.
 """
 FLOWS = {

@@ -11,6 +11,10 @@ from deployments.definitions import deployments
 from retrainer.workspace import Workspace
 from tasks.single_flight import ensure_retrain_limits
 
+# Prefect's runner looks for runs to start every 10 s by default: up to 10 s between an event's
+# flow run being created and its process starting. One query a second costs the server little.
+POLL_SECONDS = 1.0
+
 
 def main() -> None:
     """Create the per-model retrain limits, then serve until interrupted."""
@@ -18,7 +22,7 @@ def main() -> None:
 
     project = Workspace.open().project
     ensure_retrain_limits(project.models)
-    serve(*deployments(project))
+    serve(*deployments(project), query_seconds=POLL_SECONDS)
 
 
 if __name__ == "__main__":
