@@ -68,7 +68,7 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> Run:
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         elapsed = time.perf_counter() - started
-        if process.returncode not in (0, 2):
+        if process.returncode != 0:
             output.seek(0)
             raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{output.read().decode()[-3000:]}")
     return Run(elapsed, usage.ru_maxrss / 2**20)
