@@ -72,10 +72,18 @@ class Registry:
 
     @cached_property
     def client(self) -> MlflowClient:
-        """The MLflow client, created on first use."""
+        """The MLflow client, created on first use (a fresh SQLite store is created under a lock)."""
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if not self.tracking_uri.startswith("sqlite:"):
+            return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        # Processes that open a fresh SQLite store at once race on its migrations and break it (e.g.
+        # the monitors a first ingest starts under `retrainer serve`): one at a time opens both stores.
+        with file_lock(self.lock_dir / "mlflow-store.lock"):
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        return client
 
     def experiment_id(self, model: str, purpose: Purpose = "training") -> str:
         """Return the id of the model's experiment for ``purpose``, creating it on first use.
