@@ -361,8 +361,13 @@ def parse_project(raw: object, source: str) -> ProjectConfig:
     try:
         return ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{source}: {_key_path(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        lines = [f"{source}: {problem}" for problem in validation_problems(exc)]
         raise ConfigError("invalid configuration\n" + "\n".join(lines)) from None
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each error of ``exc`` as ``key.path: message`` (``<root>`` for the document itself), without its input."""
+    return [f"{_key_path(err['loc'])}: {err['msg']}" for err in exc.errors()]
 
 
 def _key_path(location: tuple[int | str, ...]) -> str:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from retrainer.alerts import DataNotice, DriftAlert
+from retrainer.config import validation_problems
 from retrainer.errors import ConfigError
 from retrainer.ingress import JSON_TYPE, SIGNATURE_HEADER, sign
 
@@ -115,5 +116,5 @@ def _validated(kind: type[M], fields: dict[str, Any]) -> M:
     try:
         return kind.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(validation_problems(exc))
         raise ConfigError(f"invalid {kind.__name__}: {problems}") from None

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from retrainer import alerts
-from retrainer.config import ProjectConfig
+from retrainer.config import ProjectConfig, validation_problems
 from retrainer.events import Event
 from retrainer.ingress import MAX_BODY_BYTES, SIGNATURE_HEADER, Gate, Incoming, Refusal
 
@@ -129,7 +129,7 @@ def _parse(body: bytes, kind: type[BaseModel]) -> Any:
     try:
         return kind.model_validate(document)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:10])
+        problems = "; ".join(validation_problems(exc)[:10])
         return Refusal(422, "invalid_body", problems[:1000])
     except RecursionError:
         return Refusal(422, "malformed_body", "body is nested too deeply")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,3 +129,13 @@ def test_data_notice_becomes_an_ingest_request_for_its_files() -> None:
 def test_data_notice_needs_absolute_paths(files: list[str]) -> None:
     with pytest.raises(ValidationError):
         DataNotice(model="churn", files=files)
+
+
+def test_the_sender_names_the_field_a_message_gets_wrong_before_sending() -> None:
+    from retrainer.errors import ConfigError
+    from retrainer.sender import data_notice, drift_alert
+
+    with pytest.raises(ConfigError, match=r"invalid DriftAlert: <root>: Value error, drift_share is required"):
+        drift_alert("churn", source="ci")
+    with pytest.raises(ConfigError, match=r"invalid DataNotice: source: String should match pattern"):
+        data_notice("churn", [Path("/landing/a.parquet")], source="has space")
