@@ -8,13 +8,15 @@ inter-process lock, so two promotions racing on one model cannot both win.
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -32,6 +34,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 _SERVING_CODE = Path(__file__).with_name("serving.py")
 _TAG_LIMIT = 5000
+# Revisions of MLflow's SQLite schema whose alias, version, tag and metric tables StoreReader knows
+# (MLflow 3.17.2's). Any other revision is read through MLflow itself.
+_KNOWN_STORE_REVISIONS = frozenset({"dc11669786a5"})
+_DEFAULT_WORKSPACE = "default"
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,18 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in ("mlflow", "lightgbm", "numpy", "pandas")]
+
+
+class RegistryReader(Protocol):
+    """The read-only questions ``retrainer status`` asks of the registry."""
+
+    def alias(self, model: str, alias: str) -> VersionInfo | None:
+        """Return the version ``alias`` points to, or ``None`` when unset or the model is unknown."""
+        ...
+
+    def run_details(self, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
+        """Tags and latest metric values of a tracking run."""
+        ...
 
 
 class Registry:
@@ -84,6 +102,21 @@ class Registry:
             client.search_experiments(max_results=1)
             client.search_registered_models(max_results=1)
         return client
+
+    def reader(self) -> RegistryReader:
+        """A read-only view for quick lookups that answers exactly as this registry would.
+
+        On a SQLite store whose schema revision is known (and in MLflow's default workspace) the view
+        reads the file directly: importing MLflow and opening its store costs seconds, a query
+        milliseconds. Anything else (a tracking server, another schema, a store not created yet) is
+        answered by this registry itself.
+        """
+        path = _sqlite_path(self.tracking_uri)
+        other_workspace = os.environ.get("MLFLOW_WORKSPACE", _DEFAULT_WORKSPACE) != _DEFAULT_WORKSPACE
+        if path is None or not path.is_file() or other_workspace:
+            return self
+        reader = StoreReader(path)
+        return reader if reader.revision() in _KNOWN_STORE_REVISIONS else self
 
     def experiment_id(self, model: str, purpose: Purpose = "training") -> str:
         """Return the id of the model's experiment for ``purpose``, creating it on first use.
@@ -282,6 +315,73 @@ class Registry:
             yield
         except MlflowException as exc:
             raise _translate(exc, what) from exc
+
+
+class StoreReader:
+    """Read-only queries on MLflow's SQLite store file, for :meth:`Registry.reader`.
+
+    Args:
+        path: The store's database file; opened read-only for each query.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def revision(self) -> str | None:
+        """The store's schema revision (Alembic's), or ``None`` when the file has none."""
+        try:
+            rows = self._query("SELECT version_num FROM alembic_version")
+        except sqlite3.Error:
+            return None
+        return str(rows[0][0]) if rows else None
+
+    def alias(self, model: str, alias: str) -> VersionInfo | None:
+        """Return the version ``alias`` points to, or ``None`` when unset or the model is unknown."""
+        found = self._query(
+            "SELECT a.version, v.run_id FROM registered_model_aliases a JOIN model_versions v"
+            " ON v.workspace = a.workspace AND v.name = a.name AND v.version = a.version"
+            " WHERE a.workspace = ? AND a.name = ? AND a.alias = ?",
+            _DEFAULT_WORKSPACE,
+            model,
+            alias,
+        )
+        if not found:
+            return None
+        version, run_id = found[0]
+        tags = self._query(
+            'SELECT "key", value FROM model_version_tags WHERE workspace = ? AND name = ? AND version = ?',
+            _DEFAULT_WORKSPACE,
+            model,
+            version,
+        )
+        return VersionInfo(model, str(version), run_id or None, {str(k): str(v) for k, v in tags})
+
+    def run_details(self, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
+        """Tags and latest metric values of a tracking run.
+
+        Raises:
+            RegistryError: no such run.
+        """
+        if not self._query("SELECT 1 FROM runs WHERE run_uuid = ?", run_id):
+            raise RegistryError(f"run {run_id}: not found in {self.path}")
+        tags = self._query('SELECT "key", value FROM tags WHERE run_uuid = ?', run_id)
+        metrics = self._query('SELECT "key", value, is_nan FROM latest_metrics WHERE run_uuid = ?', run_id)
+        return (
+            {str(k): str(v) for k, v in tags},
+            {str(k): float("nan") if is_nan else float(v) for k, v, is_nan in metrics},
+        )
+
+    def _query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        connection = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return connection.execute(sql, params).fetchall()
+        finally:
+            connection.close()
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(tracking_uri.removeprefix(prefix)) if tracking_uri.startswith(prefix) else None
 
 
 def _info(found: Any) -> VersionInfo:

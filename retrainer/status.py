@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from retrainer.incidents import IncidentState
-from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
+from retrainer.registry import CHALLENGER, CHAMPION, RegistryReader, VersionInfo
 from retrainer.workspace import Workspace
 
 
@@ -23,16 +23,16 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
     ``retrain_in_flight_since``) and ``decisions`` (newest first: version, outcome, reasons, at, trigger).
     """
     workspace.model(model)
-    registry = workspace.registry
+    registry = workspace.registry.reader()
     store = workspace.store(model)
     manifest = store.manifest()
     entries = list(reversed(workspace.history(model).entries()))[:decisions]
     quarantined = len(list(store.quarantine_dir.glob("*.reason.json"))) if store.quarantine_dir.exists() else 0
     return {
         "model": model,
-        "tracking_uri": registry.tracking_uri,
-        "champion": _version_status(workspace, registry.alias(model, CHAMPION), CHAMPION),
-        "challenger": _version_status(workspace, registry.alias(model, CHALLENGER), CHALLENGER),
+        "tracking_uri": workspace.registry.tracking_uri,
+        "champion": _version_status(registry, registry.alias(model, CHAMPION), CHAMPION),
+        "challenger": _version_status(registry, registry.alias(model, CHALLENGER), CHALLENGER),
         "batches": {"accepted": len(manifest.batches), "ids": [b.batch_id for b in manifest.batches]},
         "quarantined": quarantined,
         "drift": _drift_status(workspace.incidents(model).read()),
@@ -47,10 +47,10 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
     }
 
 
-def _version_status(workspace: Workspace, found: VersionInfo | None, alias: str) -> dict[str, Any] | None:
+def _version_status(registry: RegistryReader, found: VersionInfo | None, alias: str) -> dict[str, Any] | None:
     if found is None:
         return None
-    run_tags, run_metrics = workspace.registry.run_details(found.run_id) if found.run_id else ({}, {})
+    run_tags, run_metrics = registry.run_details(found.run_id) if found.run_id else ({}, {})
     holdout = {k.removeprefix("holdout_"): v for k, v in run_metrics.items() if k.startswith("holdout_")}
     return {
         "version": found.version,
