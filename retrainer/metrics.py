@@ -12,6 +12,7 @@ of ones they equal scikit-learn's value (a test checks this).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -62,6 +63,17 @@ def weighted_metric(task: TaskKind, name: str) -> WeightedMetric:
     return _WEIGHTED[(task, name)]
 
 
+def prepared_metric(task: TaskKind, name: str, y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Return ``f(weights) -> values`` for fixed ``y`` and ``pred``, equal to ``weighted_metric``'s.
+
+    Work that does not depend on the weights (sorting, for ROC AUC) is done once, here, so that a
+    bootstrap in many chunks does not repeat it.
+    """
+    if (task, name) == ("binary", "roc_auc"):
+        return RocAuc(y, pred)
+    return partial(_WEIGHTED[(task, name)], y, pred)
+
+
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), empty)
@@ -72,15 +84,39 @@ def _mean(weights: np.ndarray, per_row: np.ndarray) -> np.ndarray:
 
 
 def _roc_auc(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    order = np.argsort(pred, kind="mergesort")
-    sorted_pred, positive = pred[order], y[order].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, sorted_pred[1:] != sorted_pred[:-1]])
-    w = weights[:, order]
-    pos = np.add.reduceat(w * positive, starts, axis=1)
-    neg = np.add.reduceat(w * (1 - positive), starts, axis=1)
-    negatives_below = np.cumsum(neg, axis=1) - neg
-    concordant = (pos * (negatives_below + 0.5 * neg)).sum(axis=1)
-    return _ratio(concordant, pos.sum(axis=1) * neg.sum(axis=1), np.nan)
+    return RocAuc(y, pred)(weights)
+
+
+class RocAuc:
+    """Weighted ROC AUC of fixed labels and scores (ties count half) under many weight matrices.
+
+    Sorting is done once here; each call then costs a gather and a cumulative sum over the weights.
+    For every positive row, the weight of the negatives scored below it (plus half of those tied with
+    it) is read from the cumulative weight of the negatives in score order.
+    """
+
+    def __init__(self, y: np.ndarray, pred: np.ndarray) -> None:
+        positive = y == 1
+        self.positives = np.flatnonzero(positive)
+        negatives = np.flatnonzero(~positive)
+        order = np.argsort(pred[negatives], kind="mergesort")
+        self.negatives = negatives[order]
+        negative_scores = pred[self.negatives]
+        positive_scores = pred[self.positives]
+        self.below = np.searchsorted(negative_scores, positive_scores, side="left")
+        self.below_or_tied = np.searchsorted(negative_scores, positive_scores, side="right")
+        self.ties = not np.array_equal(self.below, self.below_or_tied)
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        """AUC under each row of ``weights`` (resamples × rows); NaN where a class has no weight."""
+        cumulative = np.zeros((weights.shape[0], len(self.negatives) + 1))
+        np.cumsum(weights[:, self.negatives], axis=1, out=cumulative[:, 1:])
+        negatives_below = cumulative[:, self.below]
+        if self.ties:
+            negatives_below = 0.5 * (negatives_below + cumulative[:, self.below_or_tied])
+        positive_weights = weights[:, self.positives]
+        concordant = np.einsum("ij,ij->i", positive_weights, negatives_below)
+        return _ratio(concordant, positive_weights.sum(axis=1) * cumulative[:, -1], np.nan)
 
 
 def _binary_log_loss(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:

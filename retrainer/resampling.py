@@ -1,16 +1,23 @@
-"""Paired bootstrap of metric differences, vectorised over resamples."""
+"""Paired bootstrap of metric differences, vectorised over resamples and spread over the cores."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from retrainer.metric_catalog import TaskKind, orientation
-from retrainer.metrics import weighted_metric
+from retrainer.metrics import prepared_metric
 
 _CELLS_PER_CHUNK = 4_000_000
+_MAX_WORKERS = 8  # each worker holds a chunk: _CELLS_PER_CHUNK floats, 32 MB
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def resample_counts(rows: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -20,11 +27,14 @@ def resample_counts(rows: int, resamples: int, seed: int) -> Iterator[np.ndarray
     re-run, see identical resamples.
     """
     rng = np.random.default_rng(seed)
+    # 32-bit draws are about three times cheaper to make than 64-bit ones.
+    index_type = np.int32 if rows < 2**31 else np.int64
     per_chunk = max(1, _CELLS_PER_CHUNK // max(rows, 1))
     for start in range(0, resamples, per_chunk):
-        size = min(per_chunk, resamples - start)
-        drawn = rng.integers(0, rows, (size, rows), dtype=np.int64) + (np.arange(size) * rows)[:, None]
-        yield np.bincount(drawn.ravel(), minlength=size * rows).reshape(size, rows).astype(np.float64)
+        counts = np.empty((min(per_chunk, resamples - start), rows))
+        for row in counts:
+            row[:] = np.bincount(rng.integers(0, rows, rows, dtype=index_type), minlength=rows)
+        yield counts
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,28 @@ def paired_bounds(
     """
     if len(y) == 0:
         return {name: PairedBound(lower=float("nan"), mean=float("nan"), defined=0) for name in metrics}
-    improvements: dict[str, list[np.ndarray]] = {name: [] for name in metrics}
-    for weights in resample_counts(len(y), resamples, seed):
-        for name in metrics:
-            score = weighted_metric(task, name)
-            delta = score(y, challenger, weights) - score(y, champion, weights)
-            improvements[name].append(orientation(name) * delta)
-    return {name: _summarise(np.concatenate(chunks), confidence) for name, chunks in improvements.items()}
+    scorers = {
+        name: (prepared_metric(task, name, y, challenger), prepared_metric(task, name, y, champion)) for name in metrics
+    }
+
+    def improvements(weights: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: orientation(name) * (new(weights) - old(weights)) for name, (new, old) in scorers.items()}
+
+    workers = min(os.cpu_count() or 1, _MAX_WORKERS)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        chunks = list(_map_in_order(pool, improvements, resample_counts(len(y), resamples, seed), workers))
+    return {name: _summarise(np.concatenate([c[name] for c in chunks]), confidence) for name in metrics}
+
+
+def _map_in_order(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    # At most ``ahead`` items wait in the pool: each is a count matrix of _CELLS_PER_CHUNK floats.
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _summarise(improvement: np.ndarray, confidence: float) -> PairedBound:

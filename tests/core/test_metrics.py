@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from retrainer.metric_catalog import METRICS_BY_TASK, TaskKind
-from retrainer.metrics import point_metric, point_metrics, weighted_metric
-from retrainer.resampling import resample_counts
+from retrainer.metrics import point_metric, point_metrics, prepared_metric, weighted_metric
+from retrainer.resampling import paired_bounds, resample_counts
 
 ROWS = 240
 CLASSES = 4
@@ -87,6 +87,32 @@ def test_binary_metrics_with_tied_scores_match_sklearn(name: str) -> None:
         repeat = row.astype(np.int64)
         expected = point_metric("binary", name, np.repeat(y, repeat), np.repeat(pred, repeat))
         assert value == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(("task", "name"), CASES, ids=[_case_id(c) for c in CASES])
+def test_prepared_metric_equals_the_weighted_form_chunk_after_chunk(task: TaskKind, name: str) -> None:
+    y, pred = _dataset(task, seed=14)
+    if task == "binary":
+        y, pred = _binary(np.random.default_rng(15), tied=True)
+    prepared = prepared_metric(task, name, y, pred)
+    for counts in resample_counts(len(y), 40, seed=16):
+        np.testing.assert_allclose(prepared(counts), weighted_metric(task, name)(y, pred, counts), rtol=1e-12)
+
+
+def test_paired_bounds_are_the_same_on_every_run() -> None:
+    # 8,000 rows x 2,000 resamples is four chunks, scored on several threads: the answer must not
+    # depend on which finishes first.
+    rng = np.random.default_rng(17)
+    y = rng.integers(0, 2, 8_000)
+    challenger = 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(0, 1.5, len(y)))))
+    champion = np.clip(challenger + rng.normal(0, 0.1, len(y)), 0, 1)
+    metrics = ["roc_auc", "log_loss"]
+    runs = [
+        paired_bounds("binary", metrics, y, champion, challenger, confidence=0.9, resamples=2_000, seed=3)
+        for _ in range(3)
+    ]
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0]["roc_auc"].defined == 2_000
 
 
 def test_roc_auc_counts_ties_as_half() -> None:
