@@ -79,6 +79,12 @@ class PromotionPolicy(_Strict):
     min_holdout_rows: int = Field(100, ge=1)
     resamples: int = Field(2000, ge=1000, le=100_000)
     seed: int = 20240917
+    large_sample_rows: int | None = Field(
+        50_000,
+        ge=1000,
+        description="From this many holdout rows, large-sample bounds replace the bootstrap where they exist; "
+        "null: always bootstrap",
+    )
     mode: PromotionMode = "enforce"
 
     @field_validator("guardrails")

@@ -119,9 +119,10 @@ class RocAuc:
         return _ratio(concordant, positive_weights.sum(axis=1) * cumulative[:, -1], np.nan)
 
 
-def _binary_log_loss(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _binary_log_loss_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     p = np.clip(pred, _EPS, 1 - _EPS)
-    return _mean(weights, -(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    rows: np.ndarray = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return rows
 
 
 def _binary_counts(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -145,18 +146,19 @@ def _f1(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return _ratio(2 * tp, predicted + actual, 0.0)
 
 
-def _binary_accuracy(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return _mean(weights, ((pred >= 0.5) == (y == 1)).astype(np.float64))
+def _binary_accuracy_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return np.asarray((pred >= 0.5) == (y == 1), dtype=np.float64)
 
 
-def _multiclass_log_loss(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _multiclass_log_loss_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     p = np.clip(pred, _EPS, 1)
     p = p / p.sum(axis=1, keepdims=True)
-    return _mean(weights, -np.log(p[np.arange(len(y)), y]))
+    rows: np.ndarray = -np.log(p[np.arange(len(y)), y])
+    return rows
 
 
-def _multiclass_accuracy(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return _mean(weights, (pred.argmax(axis=1) == y).astype(np.float64))
+def _multiclass_accuracy_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return np.asarray(pred.argmax(axis=1) == y, dtype=np.float64)
 
 
 def _macro_f1(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -175,8 +177,8 @@ def _rmse(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return root
 
 
-def _mae(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return _mean(weights, np.abs(y - pred))
+def _absolute_error_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return np.asarray(np.abs(y - pred), dtype=np.float64)
 
 
 def _r2(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -189,17 +191,37 @@ def _r2(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return _ratio(-residual, spread, np.nan) + np.where(spread > 0, 1.0, np.nan)
 
 
+PerRow = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+# Metrics that are the mean of a per-row value.
+_PER_ROW: dict[tuple[TaskKind, str], PerRow] = {
+    ("binary", "log_loss"): _binary_log_loss_rows,
+    ("binary", "accuracy"): _binary_accuracy_rows,
+    ("multiclass", "accuracy"): _multiclass_accuracy_rows,
+    ("multiclass", "log_loss"): _multiclass_log_loss_rows,
+    ("regression", "mae"): _absolute_error_rows,
+}
+
+
+def per_row_values(task: TaskKind, name: str) -> PerRow | None:
+    """Return ``f(y, pred) -> values`` when the metric is the mean of a per-row value, else ``None``."""
+    return _PER_ROW.get((task, name))
+
+
+def _mean_of(rows: PerRow) -> WeightedMetric:
+    def weighted(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return _mean(weights, rows(y, pred))
+
+    return weighted
+
+
 _WEIGHTED: dict[tuple[TaskKind, str], WeightedMetric] = {
     ("binary", "roc_auc"): _roc_auc,
-    ("binary", "log_loss"): _binary_log_loss,
     ("binary", "f1"): _f1,
     ("binary", "precision"): _precision,
     ("binary", "recall"): _recall,
-    ("binary", "accuracy"): _binary_accuracy,
     ("multiclass", "macro_f1"): _macro_f1,
-    ("multiclass", "accuracy"): _multiclass_accuracy,
-    ("multiclass", "log_loss"): _multiclass_log_loss,
     ("regression", "rmse"): _rmse,
-    ("regression", "mae"): _mae,
     ("regression", "r2"): _r2,
+    **{key: _mean_of(rows) for key, rows in _PER_ROW.items()},
 }

@@ -92,11 +92,12 @@ def _metrics(judgement: Judgement) -> str:
             _number(m.challenger),
             _number(m.improvement, signed=True),
             _number(m.lower_bound, signed=True),
+            m.bound_method or "—",
         ]
         for m in judgement.metrics
     ]
     title = f"Champion vs challenger on {judgement.holdout_rows} holdout rows"
-    return _table(title, ["metric", "champion", "challenger", "improvement", "lower bound"], rows)
+    return _table(title, ["metric", "champion", "challenger", "improvement", "lower bound", "bound by"], rows)
 
 
 def _slices(judgement: Judgement) -> str:

@@ -39,17 +39,20 @@ def resample_counts(rows: int, resamples: int, seed: int) -> Iterator[np.ndarray
 
 @dataclass(frozen=True)
 class PairedBound:
-    """Distribution summary of ``orientation × (challenger − champion)`` over resamples.
+    """Distribution summary of ``orientation × (challenger − champion)`` on the same rows.
 
     Attributes:
         lower: One-sided lower confidence bound of the improvement (NaN when undefined).
-        mean: Mean improvement over defined resamples.
-        defined: Resamples on which the metric was defined for both models.
+        mean: Mean improvement (over defined resamples, for the bootstrap).
+        defined: Resamples on which the metric was defined for both models; for a large-sample
+            bound, the rows it rests on (0 when undefined).
+        method: ``bootstrap``, ``delong`` (ROC AUC) or ``normal`` (a mean of per-row values).
     """
 
     lower: float
     mean: float
     defined: int
+    method: str = "bootstrap"
 
 
 def paired_bounds(

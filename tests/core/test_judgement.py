@@ -127,7 +127,7 @@ def test_tie_keeps_the_champion() -> None:
     assert row.improvement == 0.0
     assert row.lower_bound == 0.0
     assert judgement.reasons[0].startswith("improvement:roc_auc: ")
-    assert "lower bound +0.0000 must exceed +0.0000" in judgement.reasons[0]
+    assert "lower bound +0.0000 (bootstrap) must exceed +0.0000" in judgement.reasons[0]
 
 
 def _slight_gain(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,9 +20,9 @@ def test_decision_record_shows_rules_champion_vs_challenger_slices_and_lineage()
     markdown = decision_markdown("churn v2: Promoted", judgement, {"training_batches": ["b1"]}, {"run": "runs:/1"})
     lines = markdown.splitlines()
     assert lines[:3] == ["# Retrain decision", "", "**churn v2: Promoted**"]
-    assert "| metric | champion | challenger | improvement | lower bound |" in lines
+    assert "| metric | champion | challenger | improvement | lower bound | bound by |" in lines
     primary = next(line for line in lines if line.startswith("| **roc_auc**"))
-    assert primary.count("|") == 6 and "+0." in primary.split("|")[-2]
+    assert primary.count("|") == 7 and "+0." in primary.split("|")[-3] and primary.endswith("| bootstrap |")
     assert any(line.startswith("| pass | `slice:plan=basic` |") for line in lines)
     assert "| training_batches | `['b1']` |" in lines
     assert "- [run](runs:/1)" in lines
@@ -33,7 +33,7 @@ def test_first_model_record_has_no_champion_columns_filled() -> None:
     judgement = judge("binary", "roc_auc", HoldoutScores(y, np.where(y == 1, 0.9, 0.1)), PromotionPolicy())
     markdown = decision_markdown("churn v1: Promoted", judgement, {}, {})
     roc_row = next(line for line in markdown.splitlines() if line.startswith("| **roc_auc**"))
-    assert roc_row == "| **roc_auc** | — | 1.0000 | — | — |"
+    assert roc_row == "| **roc_auc** | — | 1.0000 | — | — | — |"
     assert "Slices" not in markdown and "Links" not in markdown
 
 

@@ -58,7 +58,7 @@ def test_latest_retrain_shows_its_decision_record_in_the_prefect_ui(project: Pro
         lower_bound = page.get_by_role("columnheader", name="lower bound", exact=True)
         table = page.get_by_role("table").filter(has=lower_bound)
         expect(table).to_be_visible(timeout=30_000)
-        for header in ("metric", "champion", "challenger", "improvement", "lower bound"):
+        for header in ("metric", "champion", "challenger", "improvement", "lower bound", "bound by"):
             expect(table.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
         expect(table.get_by_role("cell", name="roc_auc").first).to_be_visible()
         page.screenshot(path=str(OUTPUT / "prefect-ui-decision-record.png"), full_page=True)
