@@ -227,9 +227,9 @@ def bare_lightgbm(train: list[Path], holdout: Path, champion: Path | None, save:
     )
     model.save_model(str(save))
     holdout_x, _ = matrix(pl.read_parquet(holdout))
-    model.predict(holdout_x)
+    model.predict(holdout_x, num_threads=0)  # on every core, as retrainer predicts
     if champion is not None:
-        lgb.Booster(model_file=str(champion)).predict(holdout_x)
+        lgb.Booster(model_file=str(champion)).predict(holdout_x, num_threads=0)
 
 
 # --- 4. event latency -------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ class TrainedModel:
     params: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
-        """Positive-class probability (binary), class probabilities (multiclass) or values."""
-        return np.asarray(self.booster.predict(feature_matrix(frame, self.spec)))
+        """Positive-class probability (binary), class probabilities (multiclass) or values (on every core)."""
+        return np.asarray(self.booster.predict(feature_matrix(frame, self.spec), num_threads=0))
 
     def save(self, path: Path) -> None:
         """Write the booster as LightGBM's text model."""
