@@ -198,36 +198,43 @@ def bare_lightgbm(train: list[Path], holdout: Path, champion: Path | None, save:
     import numpy as np
     import polars as pl
 
-    params = demo_config()["models"]["churn"]["lightgbm"]  # type: ignore[index]
+    model = demo_config()["models"]["churn"]  # type: ignore[index]
+    params, levels = model["lightgbm"], model["categorical"]
     target, time_column = "churned", "event_time"
 
-    def matrix(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def matrix(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[int]]:
         features = frame.drop(target, time_column).with_columns(
-            pl.col(pl.String).cast(pl.Categorical).to_physical().cast(pl.Float64)
+            pl.col(name).cast(pl.Enum(values)).to_physical().cast(pl.Float64) for name, values in levels.items()
         )
-        return features.to_numpy(), frame[target].to_numpy()
+        categorical = [features.columns.index(name) for name in levels]
+        return features.to_numpy(), frame[target].to_numpy(), categorical
 
     frame = pl.concat([pl.read_parquet(p) for p in train]).sort(time_column)
-    x, y = matrix(frame)
+    x, y, categorical = matrix(frame)
     split = int(len(y) * (1 - params.get("validation_fraction", 0.1)))
+    # The LightGBM configuration retrainer trains with, so that only the orchestration differs.
     booster_params = {
         "objective": "binary",
         "learning_rate": params.get("learning_rate", 0.05),
         "num_leaves": params.get("num_leaves", 31),
+        "min_data_in_leaf": params.get("min_child_samples", 20),
         "num_threads": params.get("num_threads", 1),
         "seed": params.get("seed", 42),
+        "deterministic": True,
+        "force_col_wise": True,
         "verbose": -1,
     }
-    model = lgb.train(
+    train_set = lgb.Dataset(x[:split], y[:split], categorical_feature=categorical)
+    booster = lgb.train(
         booster_params,
-        lgb.Dataset(x[:split], y[:split]),
+        train_set,
         num_boost_round=params.get("n_estimators", 500),
-        valid_sets=[lgb.Dataset(x[split:], y[split:])],
+        valid_sets=[lgb.Dataset(x[split:], y[split:], categorical_feature=categorical, reference=train_set)],
         callbacks=[lgb.early_stopping(params.get("early_stopping_rounds", 50), verbose=False)],
     )
-    model.save_model(str(save))
-    holdout_x, _ = matrix(pl.read_parquet(holdout))
-    model.predict(holdout_x, num_threads=0)  # on every core, as retrainer predicts
+    booster.save_model(str(save))
+    holdout_x, _, _ = matrix(pl.read_parquet(holdout))
+    booster.predict(holdout_x, num_threads=0)  # on every core, as retrainer predicts
     if champion is not None:
         lgb.Booster(model_file=str(champion)).predict(holdout_x, num_threads=0)
 
