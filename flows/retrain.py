@@ -21,10 +21,10 @@ from tasks.retrain import (
     note_retrain_finished,
     plan_training_data,
     publish_decision,
-    read_champion,
     register_challenger,
     release_retrain,
     report_progress,
+    score_champion,
     start_progress,
     train_challenger,
 )
@@ -64,16 +64,18 @@ def retrain(
         progress = start_progress(model)
         split = plan_training_data(model, config)
         frames = load_training_frames(model, config, split)
+        # The champion is read and predicts the holdout while the challenger trains (on num_threads cores).
+        champion = score_champion.submit(config, frames, model)
         report_progress(progress, 20)
         trained = train_challenger(config, frames)
         report_progress(progress, 50)
         challenger = register_challenger(model, config, split, frames, trained, trigger)
         attach_reference(config, frames, trained, challenger)
         report_progress(progress, 70)
-        champion = read_champion(model)
-        judgement = judge_challenger(config, challenger, champion, frames)
+        judged_against = champion.result()
+        judgement = judge_challenger(config, challenger, frames, judged_against)
         report_progress(progress, 90)
-        decision = conclude_decision(config, challenger, champion, judgement, trigger)
+        decision = conclude_decision(config, challenger, judged_against.version, judgement, trigger)
         note_retrain_finished(decision)
         publish_decision(decision, split, challenger, trigger)
         report_progress(progress, 100)

@@ -169,15 +169,25 @@ def lineage_tags(split: DataSplit, trigger: Trigger) -> dict[str, str]:
     }
 
 
-def score_holdout(
-    registry: Registry, model: str, challenger: str, champion: VersionInfo | None, frames: Frames, slices: list[str]
+@dataclass(frozen=True)
+class ChampionScores:
+    """The champion a challenger is judged against, and its predictions on the holdout (as served)."""
+
+    version: VersionInfo | None
+    predictions: np.ndarray | None
+
+
+def predict_holdout(registry: Registry, model: str, version: str, frames: Frames) -> np.ndarray:
+    """Predict the holdout rows with a registered version exactly as it is served."""
+    return registry.predict(model, version, frames.holdout.select(frames.spec.features).to_pandas())
+
+
+def holdout_scores(
+    frames: Frames, challenger: np.ndarray, champion: np.ndarray | None, slices: list[str]
 ) -> HoldoutScores:
-    """Predict the same holdout rows with both registered versions, as they are served."""
-    raw = frames.holdout.select(frames.spec.features).to_pandas()
-    challenger_pred = registry.predict(model, challenger, raw)
-    champion_pred = registry.predict(model, champion.version, raw) if champion else None
+    """Both versions' predictions on the same holdout rows, with the labels and slice values."""
     slice_values = {c: frames.holdout[c].cast(pl.String).fill_null("<null>").to_numpy() for c in slices}
-    return HoldoutScores(label_vector(frames.holdout, frames.spec), challenger_pred, champion_pred, slice_values)
+    return HoldoutScores(label_vector(frames.holdout, frames.spec), challenger, champion, slice_values)
 
 
 def evaluate(config: ModelConfig, scores: HoldoutScores) -> Judgement:

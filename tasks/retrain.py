@@ -19,6 +19,7 @@ from retrainer.monitoring import reference_rows, reference_sample
 from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
 from retrainer.report import decision_markdown
 from retrainer.retraining import (
+    ChampionScores,
     DataSplit,
     Decision,
     Frames,
@@ -27,12 +28,13 @@ from retrainer.retraining import (
     conclude,
     evaluate,
     holdout_metric_values,
+    holdout_scores,
     lineage_json,
     lineage_tags,
     load_frames,
     plan_split,
+    predict_holdout,
     run_params,
-    score_holdout,
 )
 from retrainer.training import TrainedModel, train
 from tasks._common import artifact_key, registry_task, store_reference, workspace
@@ -149,16 +151,26 @@ def read_champion(model: str) -> VersionInfo | None:
     return workspace().registry.alias(model, CHAMPION)
 
 
+@registry_task("score-champion")
+def score_champion(config: ModelConfig, frames: Frames, model: str) -> ChampionScores:
+    """Read ``@champion`` and predict the holdout with it, as served (no predictions when not judging)."""
+    registry = workspace().registry
+    champion = registry.alias(model, CHAMPION)
+    if champion is None or config.promotion.mode == "disabled":
+        return ChampionScores(champion, None)
+    return ChampionScores(champion, predict_holdout(registry, model, champion.version, frames))
+
+
 @task(name="judge-challenger", cache_policy=NO_CACHE)
 def judge_challenger(
-    config: ModelConfig, challenger: VersionInfo, champion: VersionInfo | None, frames: Frames
+    config: ModelConfig, challenger: VersionInfo, frames: Frames, champion: ChampionScores
 ) -> Judgement | None:
-    """Score both versions on the same holdout rows and apply the policy; ``None`` when disabled."""
+    """Score the challenger on the champion's holdout rows and apply the policy; ``None`` when disabled."""
     if config.promotion.mode == "disabled":
         return None
     registry = workspace().registry
-    scores = score_holdout(registry, challenger.model, challenger.version, champion, frames, config.slices)
-    judgement = evaluate(config, scores)
+    predictions = predict_holdout(registry, challenger.model, challenger.version, frames)
+    judgement = evaluate(config, holdout_scores(frames, predictions, champion.predictions, config.slices))
     if challenger.run_id:
         registry.log_metrics(challenger.run_id, holdout_metric_values(judgement))
     return judgement
