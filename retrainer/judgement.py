@@ -29,7 +29,7 @@ from retrainer.config import PromotionPolicy
 from retrainer.large_sample import has_normal_bound, normal_bounds
 from retrainer.metric_catalog import HIGHER_IS_BETTER, TaskKind, orientation
 from retrainer.metrics import point_metric, point_metrics
-from retrainer.resampling import PairedBound, paired_bounds
+from retrainer.resampling import BoundMethod, PairedBound, paired_bounds
 
 Verdict = Literal["promote", "reject"]
 
@@ -69,7 +69,7 @@ class MetricRow:
     champion: float | None
     improvement: float | None
     lower_bound: float | None
-    bound_method: str | None = None
+    bound_method: BoundMethod | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from retrainer.metric_catalog import TaskKind, orientation
 from retrainer.metrics import per_row_values
-from retrainer.resampling import PairedBound
+from retrainer.resampling import BoundMethod, PairedBound
 
 
 def has_normal_bound(task: TaskKind, name: str) -> bool:
@@ -45,6 +45,7 @@ def normal_bounds(
     """
     z = NormalDist().inv_cdf(confidence)
     bounds = {}
+    method: BoundMethod
     for name in metrics:
         if (task, name) == ("binary", "roc_auc"):
             mean, variance, rows = _delong(y, champion, challenger)

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -18,6 +18,7 @@ _CELLS_PER_CHUNK = 4_000_000
 _MAX_WORKERS = 8  # each worker holds a chunk: _CELLS_PER_CHUNK floats, 32 MB
 T = TypeVar("T")
 R = TypeVar("R")
+BoundMethod = Literal["bootstrap", "delong", "normal"]
 
 
 def resample_counts(rows: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -52,7 +53,7 @@ class PairedBound:
     lower: float
     mean: float
     defined: int
-    method: str = "bootstrap"
+    method: BoundMethod = "bootstrap"
 
 
 def paired_bounds(
