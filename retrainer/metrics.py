@@ -6,7 +6,8 @@ indices or values.
 
 The weighted forms take a ``(resamples, rows)`` matrix of bootstrap counts and return one value per
 resample, so a whole bootstrap is a handful of matrix products instead of a Python loop. With a row
-of ones they equal scikit-learn's value (a test checks this).
+of ones they equal scikit-learn's value (a test checks this). Metrics that are the mean of a per-row
+value (log loss, accuracy, MAE) also expose that value, for the large-sample bounds.
 """
 
 from __future__ import annotations
