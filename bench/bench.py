@@ -41,11 +41,13 @@ from typing import Any
 import httpx
 import yaml
 
+from retrainer.config import PromotionPolicy
 from retrainer.synth import demo_config, make_batch
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = 5  # per cycle: 4 training batches and the newest as holdout
+POLICY = PromotionPolicy.model_validate(demo_config()["models"]["churn"]["promotion"])  # type: ignore[index]
 
 
 @dataclass(frozen=True)
@@ -463,8 +465,9 @@ def render(args: argparse.Namespace, results: dict[str, Any]) -> str:
         "scores in polars + Evidently's HTML on a sample; Evidently = the preset on the full frames), "
         "peak RSS of the check in a fresh process. (2) A cycle is `retrainer ingest` of one new batch "
         f"and `retrainer retrain` judged against the champion ({BATCHES - 1} training batches, the newest "
-        "as holdout; the bound is a 2000-resample paired bootstrap below 50,000 holdout rows and DeLong's "
-        "from there), each a fresh process against the local server; bare "
+        f"as holdout; the bound is a {POLICY.resamples}-resample paired bootstrap below "
+        f"{POLICY.large_sample_rows:,} holdout rows and DeLong's from there), each a fresh process against the "
+        "local server; bare "
         "LightGBM is a fresh process that reads the same files with polars, trains with the same "
         "parameters and early stopping, and predicts the holdout with the new and the previous model. "
         "(3) Peak RSS is each process's own (`wait4`). (4) A drift event posted to the server's events "

@@ -13,6 +13,7 @@ Other metrics (F1, precision, recall, macro F1, RMSE, R²) have no bound here; t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from statistics import NormalDist
 
 import numpy as np
@@ -21,10 +22,13 @@ from retrainer.metric_catalog import TaskKind, orientation
 from retrainer.metrics import per_row_values
 from retrainer.resampling import BoundMethod, PairedBound
 
+Estimate = tuple[float, float, int]  # mean improvement, its variance, rows it rests on (0: undefined)
+Estimator = Callable[[np.ndarray, np.ndarray, np.ndarray], Estimate]  # (y, champion, challenger)
+
 
 def has_normal_bound(task: TaskKind, name: str) -> bool:
     """True when :func:`normal_bounds` covers ``name`` for ``task``."""
-    return (task, name) == ("binary", "roc_auc") or per_row_values(task, name) is not None
+    return _estimator(task, name) is not None
 
 
 def normal_bounds(
@@ -45,29 +49,34 @@ def normal_bounds(
     """
     z = NormalDist().inv_cdf(confidence)
     bounds = {}
-    method: BoundMethod
     for name in metrics:
-        if (task, name) == ("binary", "roc_auc"):
-            mean, variance, rows = _delong(y, champion, challenger)
-            method = "delong"
-        else:
-            per_row = per_row_values(task, name)
-            if per_row is None:
-                raise ValueError(f"{task} metric {name} has no large-sample bound")
-            mean, variance, rows = _paired_mean(orientation(name) * (per_row(y, challenger) - per_row(y, champion)))
-            method = "normal"
+        estimator = _estimator(task, name)
+        if estimator is None:
+            raise ValueError(f"{task} metric {name} has no large-sample bound")
+        mean, variance, rows = estimator(y, champion, challenger)
         lower = mean - z * float(np.sqrt(variance)) if rows else float("nan")
+        method: BoundMethod = "delong" if estimator is _delong else "normal"
         bounds[name] = PairedBound(lower=lower, mean=mean, defined=rows, method=method)
     return bounds
 
 
-def _paired_mean(differences: np.ndarray) -> tuple[float, float, int]:
+def _estimator(task: TaskKind, name: str) -> Estimator | None:
+    if (task, name) == ("binary", "roc_auc"):
+        return _delong
+    per_row = per_row_values(task, name)
+    if per_row is None:
+        return None
+    sign = orientation(name)
+    return lambda y, champion, challenger: _paired_mean(sign * (per_row(y, challenger) - per_row(y, champion)))
+
+
+def _paired_mean(differences: np.ndarray) -> Estimate:
     if len(differences) < 2:
         return float("nan"), float("nan"), 0
     return float(differences.mean()), float(differences.var(ddof=1)) / len(differences), len(differences)
 
 
-def _delong(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray) -> tuple[float, float, int]:
+def _delong(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray) -> Estimate:
     positive = y == 1
     positives, negatives = int(positive.sum()), int((~positive).sum())
     if positives < 2 or negatives < 2:

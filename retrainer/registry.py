@@ -93,7 +93,7 @@ class Registry:
         """The MLflow client, created on first use (a fresh SQLite store is created under a lock)."""
         from mlflow import MlflowClient
 
-        if not self.tracking_uri.startswith("sqlite:"):
+        if _sqlite_path(self.tracking_uri) is None:
             return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         # Processes that open a fresh SQLite store at once race on its migrations and break it (e.g.
         # the monitors a first ingest starts under `retrainer serve`): one at a time opens both stores.
@@ -380,6 +380,7 @@ class StoreReader:
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store URI; ``None`` for any other store."""
     prefix = "sqlite:///"
     return Path(tracking_uri.removeprefix(prefix)) if tracking_uri.startswith(prefix) else None
 
