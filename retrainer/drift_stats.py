@@ -26,6 +26,12 @@ from retrainer.config import DriftConfig
 
 ColumnKind = Literal["numerical", "categorical"]
 FAST_METHODS = frozenset({"wasserstein", "jensenshannon"})
+# Evidently's methods whose score is a p-value, so that a *small* score means drift; the others are
+# distances or divergences, where a large one does. A test holds this set to Evidently's own verdicts.
+P_VALUE_METHODS = frozenset(
+    {"anderson", "chisquare", "cramer_von_mises", "empirical_mmd", "es", "fisher_exact", "g_test", "ks", "mannw"}
+    | {"t_test", "TVD", "z"}
+)
 DEFAULT_THRESHOLD = 0.1
 # Evidently switches from p-value tests to distances above this many reference rows.
 EVIDENTLY_DISTANCE_ROWS = 1000
@@ -55,6 +61,19 @@ class ColumnDrift:
     threshold: float
     drifted: bool
     note: str | None = None
+
+    @property
+    def severity(self) -> float:
+        """How far the score lies past its threshold, in the method's own direction (over 1: drifted).
+
+        ``score / threshold`` for distances, ``threshold / score`` for p-values; infinite when a
+        rule decided without a score or a p-value is 0. Used only to rank columns.
+        """
+        if self.score is None:
+            return math.inf
+        if self.method in P_VALUE_METHODS:
+            return self.threshold / self.score if self.score > 0 else math.inf
+        return self.score / self.threshold
 
 
 @dataclass(frozen=True)

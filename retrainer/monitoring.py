@@ -184,9 +184,8 @@ class DriftCheck:
         return self.drift_detected or bool(self.performance and self.performance.degraded)
 
     def top_drifted(self, count: int = events.TOP_COLUMNS) -> list[ColumnDrift]:
-        """The drifted columns with the largest score relative to their threshold."""
-        drifted = [c for c in self.columns if c.drifted]
-        return sorted(drifted, key=lambda c: -(c.score if c.score is not None else np.inf) / c.threshold)[:count]
+        """The drifted columns, most severe first (:attr:`ColumnDrift.severity`)."""
+        return sorted((c for c in self.columns if c.drifted), key=lambda c: -c.severity)[:count]
 
     def record(self) -> CheckRecord:
         """This check as the incident rules see it."""
@@ -379,8 +378,8 @@ def _drift_verdicts(
 
 
 def _most_drifted(kinds: ColumnKinds, verdicts: dict[str, ColumnDrift], count: int) -> ColumnKinds:
-    """The ``count`` columns whose scores are largest relative to their thresholds."""
-    ranked = sorted(kinds.all, key=lambda c: -(verdicts[c].score or 0.0) / verdicts[c].threshold)
+    """The ``count`` most severely drifted columns (:attr:`ColumnDrift.severity`)."""
+    ranked = sorted(kinds.all, key=lambda c: -verdicts[c].severity)
     return kinds.without(set(ranked[count:]))
 
 

@@ -395,3 +395,14 @@ def test_holdout_figure_reads_the_challenger_value_of_the_metric() -> None:
     assert holdout_figure({}, "roc_auc") is None
     assert holdout_figure({"retrainer.metrics": ""}, "roc_auc") is None
     assert holdout_figure({"retrainer.metrics": json.dumps({"rmse": {"challenger": "1.5"}})}, "rmse") == 1.5
+
+
+def test_top_drifted_ranks_p_value_methods_by_smallest_p() -> None:
+    config = _config(DriftConfig(num_method="ks"))
+    current = _rows(9, 2000).with_columns(pl.col("num_0") + 0.15, pl.col("num_3") + 0.25)  # 0.15 and 0.5 std
+    check = _check(current, config=config).check
+    columns = {c.column: c for c in check.columns}
+    assert columns["num_0"].method == columns["num_3"].method == "ks"
+    assert columns["num_0"].score is not None and columns["num_3"].score is not None
+    assert 0 < columns["num_3"].score < columns["num_0"].score < columns["num_0"].threshold
+    assert [c.column for c in check.top_drifted()][:2] == ["num_3", "num_0"]

@@ -16,6 +16,7 @@ from scipy.stats import wasserstein_distance
 from retrainer.config import DriftConfig
 from retrainer.drift import EvidentlyRun, run_evidently
 from retrainer.drift_stats import (
+    P_VALUE_METHODS,
     ColumnDrift,
     ColumnKinds,
     configured_method,
@@ -268,3 +269,56 @@ def test_dataset_verdict_equals_evidentlys_share(agreement: tuple[list[ColumnDri
     assert share == pytest.approx(counted[0]["share"])
     assert sum(c.drifted for c in fast) == counted[0]["count"]
     assert detected is (counted[0]["share"] >= AGREEMENT_CONFIG.drift_share)
+
+
+# --- direction of each method's score ----------------------------------------------------------
+
+
+def _evidently_directions() -> dict[str, bool]:
+    """Each numerical/categorical Evidently method: does it call drift *below* its threshold?
+
+    Probed with a threshold of 0 on two slightly different samples: a p-value test finds no drift
+    below 0, a distance finds its positive distance at or above it.
+    """
+    import pandas as pd
+    from evidently.legacy.calculations import stattests
+    from evidently.legacy.calculations.stattests.registry import StatTest
+    from evidently.legacy.core import ColumnType
+
+    rng = np.random.default_rng(11)
+    samples = {
+        ColumnType.Numerical: (pd.Series(rng.normal(0, 1, 400)), pd.Series(rng.normal(0.1, 1, 400))),
+        ColumnType.Categorical: (
+            pd.Series(rng.choice(["a", "b"], 400, p=[0.5, 0.5])),
+            pd.Series(rng.choice(["a", "b"], 400, p=[0.56, 0.44])),
+        ),
+    }
+    directions = {}
+    registered = [getattr(stattests, name) for name in dir(stattests)]
+    for test in (t for t in registered if isinstance(t, StatTest)):
+        kinds = [k for k in test.allowed_feature_types if k in samples]
+        if kinds:
+            reference, current = samples[kinds[0]]
+            directions[test.name] = not test(reference, current, kinds[0], 0.0).drifted
+    return directions
+
+
+def test_p_value_methods_are_exactly_evidentlys_drift_below_threshold_methods() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        directions = _evidently_directions()
+    assert {"ks", "wasserstein", "jensenshannon", "psi"} <= set(directions)
+    assert {name for name, below in directions.items() if below} == P_VALUE_METHODS
+
+
+def _verdict(method: str, score: float | None, threshold: float) -> ColumnDrift:
+    return ColumnDrift(method, "numerical", method, score, threshold, True)
+
+
+def test_severity_reads_p_values_and_distances_in_their_own_direction() -> None:
+    assert _verdict("wasserstein", 0.3, 0.1).severity == pytest.approx(3.0)
+    assert _verdict("ks", 0.005, 0.05).severity == pytest.approx(10.0)
+    assert _verdict("chisquare", 0.0, 0.05).severity == float("inf")
+    assert _verdict("all_null", None, 0.1).severity == float("inf")
+    calm = [_verdict("ks", 0.5, 0.05), _verdict("psi", 0.01, 0.1)]
+    assert all(c.severity < 1 for c in calm)
