@@ -7,6 +7,8 @@ values would otherwise be taken for categories).
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +32,16 @@ class EvidentlyRun:
         prediction: Verdict on the prediction column, when one was given.
         html: The standalone HTML report.
         snapshot_json: The snapshot as Evidently serialises it (``snapshot.json()``).
+        reference_rows: Rows of the reference frame the report was drawn on.
+        current_rows: Rows of the current frame the report was drawn on.
     """
 
     columns: list[ColumnDrift]
     prediction: ColumnDrift | None
     html: str
     snapshot_json: str
+    reference_rows: int
+    current_rows: int
 
 
 def run_evidently(
@@ -47,7 +53,8 @@ def run_evidently(
 ) -> EvidentlyRun:
     """Run Evidently's data drift preset (plus value drift of the prediction column) on two frames.
 
-    The prediction column gets Evidently's default method and threshold: the settings are the features'.
+    The prediction column gets Evidently's default method and threshold unless ``config`` names it in
+    ``per_column_method`` / ``per_column_threshold`` (only retrainer does: users configure features).
 
     Args:
         reference: The champion's reference rows.
@@ -80,7 +87,14 @@ def run_evidently(
         )
     ]
     if prediction:
-        metrics.append(ValueDrift(column=prediction[0]))
+        name = prediction[0]
+        metrics.append(
+            ValueDrift(
+                column=name,
+                method=config.per_column_method.get(name),
+                threshold=config.per_column_threshold.get(name),
+            )
+        )
     from evidently.legacy.calculations.stattests.registry import (
         StatTestInvalidFeatureTypeError,
         StatTestNotFoundError,
@@ -101,7 +115,28 @@ def run_evidently(
         prediction=verdicts.get(prediction[0]) if prediction else None,
         html=snapshot.get_html_str(as_iframe=False),
         snapshot_json=snapshot.json(),
+        reference_rows=reference.height,
+        current_rows=current.height,
     )
+
+
+_BANNER_STYLE = (
+    "font-family:sans-serif;font-size:15px;line-height:1.5;margin:16px;padding:12px 16px;"
+    "border-left:6px solid #4b5563;background:#f3f4f6;color:#111827"
+)
+
+
+def with_banner(report_html: str, lines: list[str]) -> str:
+    """``report_html`` with ``lines`` shown as an escaped text block above Evidently's own content.
+
+    The block goes right after the ``<body>`` tag of Evidently's standalone page (at the very start
+    when there is none), so it is the first thing a reader sees.
+    """
+    paragraphs = "".join(f"<p style='margin:4px 0'>{html.escape(line)}</p>" for line in lines)
+    banner = f"<div id='retrainer-verdict' style='{_BANNER_STYLE}'>{paragraphs}</div>"
+    body = re.search(r"<body[^>]*>", report_html, flags=re.IGNORECASE)
+    at = body.end() if body else 0
+    return report_html[:at] + banner + report_html[at:]
 
 
 def _pandas(frame: pl.DataFrame, numerical: list[str], categorical: list[str]) -> pd.DataFrame:

@@ -24,7 +24,7 @@ The dataset drifts when the share of drifted features is at least ``drift.drift_
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ import polars as pl
 from retrainer import events
 from retrainer.config import DriftConfig, DriftWindow, ModelConfig
 from retrainer.contract import Schema
-from retrainer.drift import EvidentlyRun, run_evidently
+from retrainer.drift import EvidentlyRun, run_evidently, with_banner
 from retrainer.drift_stats import (
     ColumnDrift,
     ColumnKind,
@@ -291,7 +291,47 @@ def check_window(
         prediction=verdicts.get(PREDICTION),
         performance=_performance(config, schema, current, champion_predictions, holdout_figure),
     )
-    return CheckResult(check, report)
+    return CheckResult(check, replace(report, html=with_banner(report.html, _report_banner(check, report, drift))))
+
+
+def _report_banner(check: DriftCheck, report: EvidentlyRun, drift: DriftConfig) -> list[str]:
+    """The lines shown above the Evidently report: retrainer's verdict, and what the report covers.
+
+    Evidently's page counts only the features and rows it was given; on big windows that is a
+    sample of the most drifted features, so its own dataset verdict can differ from the check's.
+    """
+    drifted = sum(c.drifted for c in check.columns)
+    verdict = "Dataset drift detected" if check.drift_detected else "No dataset drift"
+    lines = [
+        f"retrainer {check.check_id}: {check.model}, champion v{check.champion_version}, "
+        f"batches {', '.join(check.batch_ids)}",
+        f"{verdict}: {drifted} of {len(check.columns)} features drifted "
+        f"(share {check.drift_share:.2f}; dataset drift needs {drift.drift_share:.2f}).",
+    ]
+    if check.prediction is not None:
+        moved = "drifted" if check.prediction.drifted else "did not drift"
+        lines.append(f"The champion's predictions {moved} ({_scored(check.prediction)}).")
+    if check.engine == "polars":
+        lines.append(
+            f"Every feature was scored on all {check.reference_rows:,} reference and {check.current_rows:,} "
+            f"window rows. This report draws the {len(report.columns)} most drifted of {len(check.columns)} "
+            f"features on seeded samples of {report.reference_rows:,} and {report.current_rows:,} rows, "
+            "so its own counts and dataset verdict cover only those."
+        )
+    elif (report.reference_rows, report.current_rows) != (check.reference_rows, check.current_rows):
+        lines.append(
+            f"Scores come from this report, drawn on seeded samples of {report.reference_rows:,} reference "
+            f"and {report.current_rows:,} window rows (of {check.reference_rows:,} and {check.current_rows:,})."
+        )
+    ruled = [f"{c.column} ({c.note})" for c in check.columns if c.note]
+    if ruled:
+        lines.append("Drifted by rule, whatever the score: " + "; ".join(ruled) + ".")
+    return lines
+
+
+def _scored(column: ColumnDrift) -> str:
+    score = "no score" if column.score is None else f"{column.score:.4g}"
+    return f"{column.method} {score}, threshold {column.threshold:g}"
 
 
 def _validate(current: pl.DataFrame, schema: Schema, source: str) -> None:
@@ -359,7 +399,7 @@ def _drift_verdicts(
             _sample(reference, drift.report_rows, drift.reference_seed),
             _sample(current, drift.report_rows, drift.reference_seed),
             shown,
-            drift,
+            _pinned(drift, [verdicts[c] for c in [*shown.all, PREDICTION]]),
             (PREDICTION, predicted),
         )
         return verdicts, "polars", report
@@ -375,6 +415,21 @@ def _drift_verdicts(
     if report.prediction is not None:
         verdicts[PREDICTION] = report.prediction
     return verdicts, "evidently", report
+
+
+def _pinned(drift: DriftConfig, verdicts: list[ColumnDrift]) -> DriftConfig:
+    """``drift`` with each column's method and threshold fixed to its verdict's.
+
+    Evidently picks its default method from the data it is given (K-S on 1000 reference rows or
+    fewer, Jensen-Shannon for few distinct values): a sample could get other methods than the
+    full frames did, and the report would then contradict the verdicts it illustrates.
+    """
+    return drift.model_copy(
+        update={
+            "per_column_method": {v.column: v.method for v in verdicts},
+            "per_column_threshold": {v.column: v.threshold for v in verdicts},
+        }
+    )
 
 
 def _most_drifted(kinds: ColumnKinds, verdicts: dict[str, ColumnDrift], count: int) -> ColumnKinds:

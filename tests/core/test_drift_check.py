@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 
 from retrainer.config import DriftConfig, DriftWindow, ModelConfig
 from retrainer.contract import Schema, schema_for
+from retrainer.drift import with_banner
 from retrainer.errors import DataError, NoDataError
 from retrainer.monitoring import (
     PREDICTION,
@@ -272,6 +275,38 @@ def test_broken_window_still_completes_with_a_share(broken_window: CheckResult) 
     assert {c.column for c in check.top_drifted()[:2]} == {"num_2", "num_3"}  # rule verdicts rank first
 
 
+def _banner(report_html: str) -> list[str]:
+    """The lines retrainer shows above the Evidently report, unescaped."""
+    found = re.search(r"<body[^>]*>\s*<div id='retrainer-verdict'[^>]*>(.*?)</div>", report_html, flags=re.DOTALL)
+    assert found, "the verdict must open the page's body"
+    return [html.unescape(line) for line in re.findall(r"<p[^>]*>(.*?)</p>", found.group(1))]
+
+
+def test_report_opens_with_the_checks_verdict_and_its_rules(broken_window: CheckResult) -> None:
+    check, lines = broken_window.check, _banner(broken_window.report.html)
+    assert lines[0] == f"retrainer {check.check_id}: churn, champion v4, batches b1"
+    assert lines[1] == "Dataset drift detected: 3 of 5 features drifted (share 0.60; dataset drift needs 0.50)."
+    assert lines[2].startswith("The champion's predictions ")
+    assert lines[-1] == (
+        "Drifted by rule, whatever the score: num_2 (no valid value in the window); "
+        "num_3 (no valid value in the window); plan (unseen categories: platinum)."
+    )
+    assert not any("samples" in line for line in lines)  # Evidently saw every row
+
+
+def test_calm_report_says_no_drift(calm_checks: list[CheckResult]) -> None:
+    lines = _banner(calm_checks[0].report.html)
+    assert lines[1] == "No dataset drift: 0 of 5 features drifted (share 0.00; dataset drift needs 0.50)."
+    assert len(lines) == 3
+
+
+def test_banner_is_escaped_and_placed_after_the_body_tag() -> None:
+    page = with_banner("<html><head></head><BODY class='x'><div id='root'></div></BODY></html>", ["a < b & <i>"])
+    assert page.startswith("<html><head></head><BODY class='x'><div id='retrainer-verdict' ")
+    assert "<p style='margin:4px 0'>a &lt; b &amp; &lt;i&gt;</p></div><div id='root'></div></BODY></html>" in page
+    assert with_banner("bare", ["x"]).endswith("</div>bare")
+
+
 # --- fast path ---------------------------------------------------------------------------------
 
 
@@ -301,6 +336,32 @@ def test_big_windows_take_the_polars_engine(engines: tuple[CheckResult, CheckRes
     assert "<html" in fast.report.html.lower()
     # The polars engine scores the full frames; the report only sees a sample.
     assert (fast.check.reference_rows, fast.check.current_rows) == (3000, 3000)
+    assert _banner(fast.report.html)[3] == (
+        "Every feature was scored on all 3,000 reference and 3,000 window rows. This report draws the "
+        "5 most drifted of 5 features on seeded samples of 500 and 500 rows, so its own counts and "
+        "dataset verdict cover only those."
+    )
+    assert len(_banner(slow.report.html)) == 3  # verdict lines only: the report saw everything
+
+
+def test_sampled_report_uses_the_methods_of_the_full_frame_verdicts(engines: tuple[CheckResult, CheckResult]) -> None:
+    # 500 sampled rows: left to itself, Evidently would pick K-S for every numeric column.
+    fast, _ = engines
+    verdicts = {c.column: c for c in fast.check.columns}
+    assert fast.report.columns and fast.check.prediction is not None and fast.report.prediction is not None
+    for shown in fast.report.columns:
+        assert (shown.method, shown.threshold) == (verdicts[shown.column].method, verdicts[shown.column].threshold)
+    assert fast.report.prediction.method == fast.check.prediction.method == "wasserstein"
+
+
+def test_sampled_evidently_engine_says_the_report_is_the_scorer() -> None:
+    config = _config(DriftConfig(num_method="ks", fast_above=1000))
+    result = _check(_rows(12, 2500), config=config, reference=_reference(200, 3000))
+    assert result.check.engine == "evidently"
+    assert _banner(result.report.html)[3] == (
+        "Scores come from this report, drawn on seeded samples of 1,000 reference and 1,000 window rows "
+        "(of 3,000 and 2,500)."
+    )
 
 
 def test_polars_engine_verdicts_equal_evidentlys(engines: tuple[CheckResult, CheckResult]) -> None:
