@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retrainer.drift_catalog import ColumnKind, method_problem
 from retrainer.errors import ConfigError, UnknownModelError
 from retrainer.metric_catalog import DEFAULT_PRIMARY, METRICS_BY_TASK, TaskKind
 
@@ -163,6 +164,42 @@ class DriftConfig(_Strict):
             raise ValueError(f"per-column thresholds must be > 0: {', '.join(bad)}")
         return value
 
+    @model_validator(mode="after")
+    def _methods_fit_their_kind(self) -> DriftConfig:
+        named: list[tuple[str, str | None, ColumnKind]] = [
+            ("num_method", self.num_method, "numerical"),
+            ("cat_method", self.cat_method, "categorical"),
+        ]
+        problems = [
+            f"{key}: {problem}" for key, method, kind in named if method and (problem := method_problem(method, kind))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def method_problems(self, categorical: set[str], has_numerical: bool) -> list[str]:
+        """Methods that cannot judge the columns they would apply to (``method`` and per column).
+
+        Args:
+            categorical: The model's categorical features; every other feature is numerical.
+            has_numerical: Whether the model has (or may have) numerical features.
+        """
+        problems = []
+        if self.method:
+            covered: list[ColumnKind] = []
+            if has_numerical and not self.num_method:
+                covered.append("numerical")
+            if categorical and not self.cat_method:
+                covered.append("categorical")
+            found = [problem for kind in covered if (problem := method_problem(self.method, kind))]
+            if found:
+                problems.append(f"method: {found[0]}")  # an unknown name fails both kinds: say it once
+        for column, method in self.per_column_method.items():
+            problem = method_problem(method, "categorical" if column in categorical else "numerical")
+            if problem:
+                problems.append(f"per_column_method.{column}: {problem}")
+        return problems
+
 
 class AutomationConfig(_Strict):
     """How Prefect runs the model's flows when served or deployed (see ``deployments/``).
@@ -228,6 +265,8 @@ class ModelConfig(_Strict):
             unknown_drift = named - set(self.features)
             if unknown_drift:
                 problems.append(f"drift settings name columns that are not features: {sorted(unknown_drift)}")
+        has_numerical = self.features is None or bool(set(self.features) - set(self.categorical))
+        problems += [f"drift.{p}" for p in self.drift.method_problems(set(self.categorical), has_numerical)]
         return problems
 
     def _class_problems(self) -> list[str]:

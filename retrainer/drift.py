@@ -16,7 +16,8 @@ import polars as pl
 
 from retrainer.alerts import snapshot_columns
 from retrainer.config import DriftConfig
-from retrainer.drift_stats import ColumnDrift, ColumnKind, ColumnKinds
+from retrainer.drift_catalog import ColumnKind
+from retrainer.drift_stats import ColumnDrift, ColumnKinds
 from retrainer.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -17,21 +17,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from retrainer.config import DriftConfig
+from retrainer.drift_catalog import P_VALUE_METHODS, ColumnKind
 
-ColumnKind = Literal["numerical", "categorical"]
 FAST_METHODS = frozenset({"wasserstein", "jensenshannon"})
-# Evidently's methods whose score is a p-value, so that a *small* score means drift; the others are
-# distances or divergences, where a large one does. A test holds this set to Evidently's own verdicts.
-P_VALUE_METHODS = frozenset(
-    {"anderson", "chisquare", "cramer_von_mises", "empirical_mmd", "es", "fisher_exact", "g_test", "ks", "mannw"}
-    | {"t_test", "TVD", "z"}
-)
 DEFAULT_THRESHOLD = 0.1
 # Evidently switches from p-value tests to distances above this many reference rows.
 EVIDENTLY_DISTANCE_ROWS = 1000

@@ -35,9 +35,9 @@ from retrainer import events
 from retrainer.config import DriftConfig, DriftWindow, ModelConfig
 from retrainer.contract import Schema
 from retrainer.drift import EvidentlyRun, run_evidently, with_banner
+from retrainer.drift_catalog import ColumnKind
 from retrainer.drift_stats import (
     ColumnDrift,
-    ColumnKind,
     ColumnKinds,
     configured_threshold,
     dataset_verdict,

@@ -125,6 +125,40 @@ def test_categorical_column_not_in_features() -> None:
     assert "categorical columns not in features: ['region']" in message
 
 
+def test_unknown_drift_method_is_named_with_the_known_ones() -> None:
+    message = _error(lambda m: m["drift"].update(num_method="wasserstien"))
+    assert f"{SOURCE}: models.churn.drift: Value error, num_method: unknown drift method 'wasserstien'" in message
+    assert "jensenshannon" in message and "wasserstein" in message
+
+
+def test_drift_method_must_fit_the_kind_it_judges() -> None:
+    message = _error(lambda m: m["drift"].update(cat_method="wasserstein"))
+    assert (
+        "models.churn.drift: Value error, cat_method: drift method 'wasserstein' does not apply to categorical"
+        in message
+    )
+
+
+def test_global_drift_method_must_fit_every_kind_it_covers() -> None:
+    message = _error(lambda m: m["drift"].update(method="ks"))
+    assert (
+        f"{SOURCE}: models.churn: Value error, drift.method: drift method 'ks' does not apply to categorical" in message
+    )
+    covered = _demo()
+    _churn(covered)["drift"].update(method="ks", cat_method="chisquare")
+    assert parse_project(covered, source=SOURCE).model("churn").drift.method == "ks"
+
+
+def test_per_column_drift_method_must_fit_its_column() -> None:
+    def change(model: dict[str, Any]) -> None:
+        model["drift"]["per_column_method"] = {"plan": "wasserstein", "tenure": "psi", "region": "nope"}
+
+    message = _error(change)
+    assert "drift.per_column_method.plan: drift method 'wasserstein' does not apply to categorical columns" in message
+    assert "drift.per_column_method.region: unknown drift method 'nope'" in message
+    assert "tenure" not in message
+
+
 def test_invalid_model_name_is_named() -> None:
     raw = _demo()
     raw["models"]["Churn Model"] = raw["models"].pop("churn")

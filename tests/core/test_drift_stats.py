@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -15,8 +16,8 @@ from scipy.stats import wasserstein_distance
 
 from retrainer.config import DriftConfig
 from retrainer.drift import EvidentlyRun, run_evidently
+from retrainer.drift_catalog import METHODS_BY_KIND, P_VALUE_METHODS
 from retrainer.drift_stats import (
-    P_VALUE_METHODS,
     ColumnDrift,
     ColumnKinds,
     configured_method,
@@ -27,6 +28,7 @@ from retrainer.drift_stats import (
     jensen_shannon,
     normed_wasserstein,
 )
+from retrainer.errors import ConfigError
 
 
 def _expected_wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
@@ -149,10 +151,13 @@ def test_fast_path_refuses_methods_it_does_not_reproduce(config: DriftConfig) ->
     assert not fast_path_applies(config, KINDS, 50_000)
 
 
-@pytest.mark.parametrize("config", [DriftConfig(cat_method="wasserstein"), DriftConfig(method="wasserstein")])
+@pytest.mark.parametrize(
+    "config", [DriftConfig(per_column_method={"c": "wasserstein"}), DriftConfig(method="wasserstein")]
+)
 def test_fast_path_refuses_wasserstein_on_categorical_columns(config: DriftConfig) -> None:
     # fast_drift always scores categorical columns with Jensen-Shannon (and Evidently refuses
-    # wasserstein on them), so the fast path does not reproduce this configuration.
+    # wasserstein on them), so the fast path does not reproduce this configuration. A model's
+    # config refuses it first (tests/core/test_config.py); a bare DriftConfig cannot know the kinds.
     assert configured_method(config, "c", "categorical") == "wasserstein"
     assert not fast_path_applies(config, KINDS, 50_000)
 
@@ -271,14 +276,20 @@ def test_dataset_verdict_equals_evidentlys_share(agreement: tuple[list[ColumnDri
     assert detected is (counted[0]["share"] >= AGREEMENT_CONFIG.drift_share)
 
 
-# --- direction of each method's score ----------------------------------------------------------
+# --- the catalog of Evidently's methods --------------------------------------------------------
 
 
-def _evidently_directions() -> dict[str, bool]:
-    """Each numerical/categorical Evidently method: does it call drift *below* its threshold?
+@dataclass(frozen=True)
+class _Registered:
+    kinds: frozenset[str]
+    drifts_below_threshold: bool
 
-    Probed with a threshold of 0 on two slightly different samples: a p-value test finds no drift
-    below 0, a distance finds its positive distance at or above it.
+
+def _evidently_methods() -> dict[str, _Registered]:
+    """Each numerical/categorical method Evidently registers: its column kinds and its direction.
+
+    The direction is probed with a threshold of 0 on two slightly different samples: a p-value
+    test finds no drift below 0, a distance finds its positive distance at or above it.
     """
     import pandas as pd
     from evidently.legacy.calculations import stattests
@@ -293,22 +304,35 @@ def _evidently_directions() -> dict[str, bool]:
             pd.Series(rng.choice(["a", "b"], 400, p=[0.56, 0.44])),
         ),
     }
-    directions = {}
+    names = {ColumnType.Numerical: "numerical", ColumnType.Categorical: "categorical"}
+    found = {}
     registered = [getattr(stattests, name) for name in dir(stattests)]
     for test in (t for t in registered if isinstance(t, StatTest)):
         kinds = [k for k in test.allowed_feature_types if k in samples]
         if kinds:
             reference, current = samples[kinds[0]]
-            directions[test.name] = not test(reference, current, kinds[0], 0.0).drifted
-    return directions
+            below = not test(reference, current, kinds[0], 0.0).drifted
+            found[test.name] = _Registered(frozenset(names[k] for k in kinds), below)
+    return found
 
 
-def test_p_value_methods_are_exactly_evidentlys_drift_below_threshold_methods() -> None:
+@pytest.fixture(scope="module")
+def evidently_methods() -> dict[str, _Registered]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        directions = _evidently_directions()
-    assert {"ks", "wasserstein", "jensenshannon", "psi"} <= set(directions)
-    assert {name for name, below in directions.items() if below} == P_VALUE_METHODS
+        return _evidently_methods()
+
+
+def test_catalog_kinds_are_evidentlys(evidently_methods: dict[str, _Registered]) -> None:
+    assert {"ks", "wasserstein", "jensenshannon", "chisquare"} <= set(evidently_methods)
+    for kind, names in METHODS_BY_KIND.items():
+        assert names == {name for name, method in evidently_methods.items() if kind in method.kinds}, kind
+
+
+def test_p_value_methods_are_exactly_evidentlys_drift_below_threshold_methods(
+    evidently_methods: dict[str, _Registered],
+) -> None:
+    assert {name for name, method in evidently_methods.items() if method.drifts_below_threshold} == P_VALUE_METHODS
 
 
 def _verdict(method: str, score: float | None, threshold: float) -> ColumnDrift:
@@ -322,3 +346,10 @@ def test_severity_reads_p_values_and_distances_in_their_own_direction() -> None:
     assert _verdict("all_null", None, 0.1).severity == float("inf")
     calm = [_verdict("ks", 0.5, 0.05), _verdict("psi", 0.01, 0.1)]
     assert all(c.severity < 1 for c in calm)
+
+
+def test_evidently_refusing_a_method_is_a_config_error() -> None:
+    # Reached only when a DriftConfig is built without its model (which refuses this first).
+    frame = pl.DataFrame({"c": ["a", "b"] * 50})
+    with pytest.raises(ConfigError, match=r"drift settings: .*wasserstein"):
+        run_evidently(frame, frame, ColumnKinds([], ["c"]), DriftConfig(per_column_method={"c": "wasserstein"}))
