@@ -44,7 +44,7 @@ from retrainer.config import DriftConfig, ModelConfig
 from retrainer.contract import Schema
 from retrainer.drift import EvidentlyRun, run_evidently
 from retrainer.drift_stats import ColumnDrift, ColumnKinds, _quantile_steps, dataset_verdict, fast_drift
-from retrainer.monitoring import PREDICTION, CheckResult, Window, check_window
+from retrainer.monitoring import PREDICTION, CheckResult, Window, _pinned, check_window
 
 SCENARIOS = ("none", "small", "medium", "large", "variance", "categorical")
 NUMERIC = [f"n{i:02d}" for i in range(18)]
@@ -270,14 +270,14 @@ def run_scenario(
         return [*features, *fast_drift(reference, full_current, ColumnKinds([PREDICTION], []), DriftConfig())]
 
     fast_s, _ = _median_timed(verdicts, repeats)
-    shown = {c.column for c in result.report.columns}
+    shown = {c.column for c in result.report.columns} | {PREDICTION}
     shown_kinds = ColumnKinds([c for c in NUMERIC if c in shown], [c for c in CATEGORICAL if c in shown])
     report_s, _ = _median_timed(
         lambda: run_evidently(
             _sample(reference, drift.report_rows, drift.reference_seed),
             _sample(full_current, drift.report_rows, drift.reference_seed),
             shown_kinds,
-            drift,
+            _pinned(drift, [c for c in [*result.check.columns, result.check.prediction] if c and c.column in shown]),
             (PREDICTION, "numerical"),
         ),
         repeats,
