@@ -95,7 +95,10 @@ def test_drift_incident_is_announced_once_on_a_real_server(project: Project, pre
     assert payload["incident_key"] == key and payload["champion_version"] == "1"
     assert payload["batch_ids"] == [shifted] and payload["drift_share"] == summary["drift_share"]
     assert payload["top_columns"] and all(c["column"] in summary["columns"] for c in payload["top_columns"])
-    assert Path(payload["report_uri"].removeprefix("file://")).read_text(encoding="utf-8").lstrip().startswith("<")
+    report = Path(payload["report_uri"].removeprefix("file://")).read_text(encoding="utf-8")
+    assert report.lstrip().startswith("<") and "<div id='retrainer-verdict'" in report
+    assert f"retrainer {payload['check_id']}: churn, champion v1, batches {shifted}" in report
+    assert "Dataset drift detected: " in report
 
     record = post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-churn"]}}})
     assert len(record) == 2 and all("Top drifted columns" in r["data"] for r in record)
