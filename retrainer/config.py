@@ -146,6 +146,9 @@ class DriftConfig(_Strict):
     performance_tolerance: float = Field(
         0.05, ge=0, description="Allowed drop of the primary metric on labelled windows vs the holdout figure"
     )
+    performance_min_rows: int = Field(
+        200, ge=1, description="Labelled rows a window needs before its performance is judged"
+    )
     reference_rows: int = Field(200_000, ge=1000, description="Cap of the champion's reference sample")
     reference_seed: int = 11
     fast_above: int = Field(

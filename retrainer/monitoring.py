@@ -148,7 +148,9 @@ def select_window(
 class Performance:
     """The champion's primary metric on a labelled window against its holdout figure.
 
-    ``change`` is sign-adjusted: negative means worse. ``degraded`` when it is below ``-tolerance``.
+    ``change`` is sign-adjusted: negative means worse. ``degraded`` when it is below ``-tolerance``
+    and the window has at least ``min_rows`` labelled rows (fewer are reported, never judged: the
+    metric of a handful of rows is mostly noise).
     """
 
     metric: str
@@ -158,6 +160,7 @@ class Performance:
     tolerance: float
     degraded: bool
     rows: int
+    min_rows: int
 
 
 @dataclass(frozen=True)
@@ -481,9 +484,11 @@ def _performance(
     if not np.isfinite(value):
         return None
     change = orientation(metric) * (value - holdout_figure) if holdout_figure is not None else None
-    degraded = change is not None and change < -config.drift.performance_tolerance
-    tolerance = config.drift.performance_tolerance
-    return Performance(metric, value, holdout_figure, change, tolerance, degraded, int(labelled.sum()))
+    drift, rows = config.drift, int(labelled.sum())
+    degraded = change is not None and rows >= drift.performance_min_rows and change < -drift.performance_tolerance
+    return Performance(
+        metric, value, holdout_figure, change, drift.performance_tolerance, degraded, rows, drift.performance_min_rows
+    )
 
 
 def holdout_figure(version_tags: dict[str, str], metric: str) -> float | None:

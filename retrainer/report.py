@@ -9,7 +9,7 @@ import numpy as np
 
 from retrainer.incidents import Assessment
 from retrainer.judgement import Judgement
-from retrainer.monitoring import DriftCheck
+from retrainer.monitoring import DriftCheck, Performance
 from retrainer.retraining import Trigger
 
 _ENGINES = {
@@ -151,9 +151,17 @@ def check_markdown(check: DriftCheck, assessment: Assessment, report_uri: str) -
                 _number(q.window),
                 _number(q.holdout),
                 _number(q.change, signed=True),
-                str(q.degraded),
+                _degraded(q),
             ]
         ]
         columns = ["metric", "labelled rows", "window", "holdout", "change", "degraded"]
         parts.append(_table("Champion performance on the window", columns, rows))
     return "\n\n".join(parts)
+
+
+def _degraded(performance: Performance) -> str:
+    if performance.change is None:
+        return "not judged: no holdout figure"
+    if performance.rows < performance.min_rows:
+        return f"not judged: fewer than {performance.min_rows} labelled rows"
+    return str(performance.degraded)

@@ -15,6 +15,7 @@ from retrainer.config import DriftConfig, DriftWindow, ModelConfig
 from retrainer.contract import Schema, schema_for
 from retrainer.drift import with_banner
 from retrainer.errors import DataError, NoDataError
+from retrainer.incidents import Action, Assessment
 from retrainer.monitoring import (
     PREDICTION,
     CheckResult,
@@ -24,6 +25,7 @@ from retrainer.monitoring import (
     prediction_column,
     select_window,
 )
+from retrainer.report import check_markdown
 from retrainer.store import BatchRecord, Manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -167,6 +169,22 @@ def test_random_predictions_degrade_performance(shifted_checks: list[CheckResult
         assert performance.change == pytest.approx(performance.window - 0.8)
         assert performance.degraded is True
         assert performance.rows == 2000
+
+
+def test_too_few_labelled_rows_are_reported_but_never_judged() -> None:
+    current = _rows(21, 150)
+    guesses = np.random.default_rng(71).random(current.height)
+    few = _check(current, guesses).check.performance
+    assert few is not None and few.rows == 150 and few.min_rows == 200
+    assert few.change is not None and few.change < -few.tolerance  # as bad as random, yet
+    assert few.degraded is False
+    enough = _check(current, guesses, _config(DriftConfig(performance_min_rows=150))).check.performance
+    assert enough is not None and enough.degraded is True
+    stable = Assessment(Action.STABLE, None, "no drift and no degraded performance")
+    record = check_markdown(_check(current, guesses).check, stable, "file:///r.html")
+    assert "| roc_auc | 150 |" in record and "| not judged: fewer than 200 labelled rows |" in record
+    unjudged = _check(current, guesses, holdout=None).check
+    assert "| not judged: no holdout figure |" in check_markdown(unjudged, stable, "file:///r.html")
 
 
 def test_good_predictions_are_not_degraded(calm_checks: list[CheckResult]) -> None:

@@ -472,7 +472,7 @@ def _drift_check(drifted: bool = True, degraded: bool = False) -> DriftCheck:
         _column("c", 0.9, True),
         ColumnDrift("d", "categorical", "jensenshannon", 0.12, 0.1, True, "unseen categories: zz"),
     ]
-    performance = Performance("roc_auc", 0.6, 0.8, -0.2, 0.05, True, 500) if degraded else None
+    performance = Performance("roc_auc", 0.6, 0.8, -0.2, 0.05, True, 500, 200) if degraded else None
     return DriftCheck(
         model=MODEL,
         check_id="check-002",
