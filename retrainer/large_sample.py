@@ -50,24 +50,27 @@ def normal_bounds(
     z = NormalDist().inv_cdf(confidence)
     bounds = {}
     for name in metrics:
-        estimator = _estimator(task, name)
-        if estimator is None:
+        found = _estimator(task, name)
+        if found is None:
             raise ValueError(f"{task} metric {name} has no large-sample bound")
+        method, estimator = found
         mean, variance, rows = estimator(y, champion, challenger)
         lower = mean - z * float(np.sqrt(variance)) if rows else float("nan")
-        method: BoundMethod = "delong" if estimator is _delong else "normal"
         bounds[name] = PairedBound(lower=lower, mean=mean, defined=rows, method=method)
     return bounds
 
 
-def _estimator(task: TaskKind, name: str) -> Estimator | None:
+def _estimator(task: TaskKind, name: str) -> tuple[BoundMethod, Estimator] | None:
+    """How ``name``'s improvement is estimated: DeLong for ROC AUC, else the paired mean of a per-row metric."""
     if (task, name) == ("binary", "roc_auc"):
-        return _delong
+        return "delong", _delong
     per_row = per_row_values(task, name)
     if per_row is None:
         return None
     sign = orientation(name)
-    return lambda y, champion, challenger: _paired_mean(sign * (per_row(y, challenger) - per_row(y, champion)))
+    return "normal", lambda y, champion, challenger: _paired_mean(
+        sign * (per_row(y, challenger) - per_row(y, champion))
+    )
 
 
 def _paired_mean(differences: np.ndarray) -> Estimate:
