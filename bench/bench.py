@@ -209,7 +209,7 @@ def bare_lightgbm(train: list[Path], holdout: Path, champion: Path | None, save:
             pl.col(name).cast(pl.Enum(values)).to_physical().cast(pl.Float64) for name, values in levels.items()
         )
         categorical = [features.columns.index(name) for name in levels]
-        return features.to_numpy(), frame[target].to_numpy(), categorical
+        return features.cast(pl.Float64).to_numpy(), frame[target].to_numpy(), categorical
 
     frame = pl.concat([pl.read_parquet(p) for p in train]).sort(time_column)
     x, y, categorical = matrix(frame)

@@ -1,9 +1,12 @@
 """Seeded synthetic churn data for the demo, the tests and the benchmarks.
 
-Batches share one schema: ``tenure``, ``monthly_charges``, ``f00``… numeric features, the categorical
-``plan`` and ``region``, an ``event_time`` and the binary label ``churned``. ``shift`` moves both the
-feature distributions and the relation between features and label (concept drift), so a model
-trained on shifted data beats one trained before the shift.
+Batches share one schema: the float features ``tenure``, ``monthly_charges``, ``f00``…, the integer
+``age``, the nullable integer ``support_calls`` (about 5 % missing), the boolean ``autopay``, the
+categorical ``plan`` and ``region``, an ``event_time`` and the binary label ``churned``. The integer,
+nullable and boolean columns are there because real tables have them: a model must train on them and
+serve them as users have them. ``shift`` moves both the feature distributions and the relation
+between features and label (concept drift), so a model trained on shifted data beats one trained
+before the shift.
 """
 
 from __future__ import annotations
@@ -53,9 +56,24 @@ def make_batch(
         "plan": np.array(PLANS)[plan],
         "region": np.array(REGIONS)[region],
     }
+    columns.update(_typed_columns(churned, seed, shift))
     columns.update({f"f{i:02d}": extra[:, i] for i in range(extra_numeric)})
     columns["churned"] = churned
     return pl.DataFrame(columns)
+
+
+def _typed_columns(churned: np.ndarray, seed: int, shift: float) -> dict[str, pl.Series]:
+    """Integer, nullable integer and boolean features, drawn apart so the other columns stay as they were."""
+    rng = np.random.default_rng([seed, 1])
+    rows = len(churned)
+    age = np.clip(rng.normal(42 + 6 * shift, 12, rows), 18, 90).astype(np.int64)
+    calls = rng.poisson(0.8 + 1.2 * churned + 0.5 * shift).astype(np.int64)
+    autopay = rng.random(rows) < 0.65 - 0.25 * churned - 0.15 * shift
+    return {
+        "age": pl.Series(age, dtype=pl.Int64),
+        "support_calls": pl.Series(calls, dtype=pl.Int64).set(pl.Series(rng.random(rows) < 0.05), None),
+        "autopay": pl.Series(autopay, dtype=pl.Boolean),
+    }
 
 
 def _churn_logit(

@@ -23,7 +23,19 @@ from retrainer.store import BatchRecord, BatchStore
 from retrainer.synth import demo_config, make_batch
 
 ROWS = 300
-FEATURES = ["tenure", "monthly_charges", "plan", "region", "f00", "f01", "f02", "f03"]
+FEATURES = [
+    "tenure",
+    "monthly_charges",
+    "plan",
+    "region",
+    "age",
+    "support_calls",
+    "autopay",
+    "f00",
+    "f01",
+    "f02",
+    "f03",
+]
 Expected = tuple[tuple[str, str | None], ...]
 
 
