@@ -8,6 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
+SERVING_VENV := .venv-serving
+SERVING_STAMP := $(SERVING_VENV)/.installed
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -15,7 +17,7 @@ export DO_NOT_TRACK := true
 
 .PHONY: install demo test test-ui lint typecheck check lock bench bench-smoke bench-drift clean
 
-install: $(STAMP)
+install: $(STAMP) $(SERVING_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,43 +26,50 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
+# A bare environment holding only what a served champion requires (mlflow, lightgbm, numpy, pandas at
+# the locked versions), without retrainer: the serving-contract test loads the champion there.
+$(SERVING_STAMP): requirements.lock $(STAMP)
+	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(SERVING_VENV)
+	$(BIN)/uv pip install --quiet --python $(SERVING_VENV)/bin/python -c requirements.lock mlflow lightgbm numpy pandas
+	touch $@
+
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
 
-demo: $(STAMP)
+demo: install
 	$(BIN)/retrainer demo $(if $(DEMO_DIR),--workdir $(DEMO_DIR)) $(if $(KEEP),--keep)
 
-test: $(STAMP)
+test: install
 	$(BIN)/python -m pytest
 
 # The decision record in the Prefect UI, in headless Chromium from Debian's package (installed if missing).
-test-ui: $(STAMP)
+test-ui: install
 	command -v chromium >/dev/null || (timeout 300 apt-get update -q && timeout 600 apt-get install -y -q chromium) \
 		|| echo "!! Debian's chromium could not be installed: the UI test will be skipped"
 	$(BIN)/python -m pytest -m ui
 
 # Every measure of bench/bench.py at 100k and 1M rows (about an hour here); writes bench/RESULTS.md.
-bench: $(STAMP)
+bench: install
 	$(BIN)/python bench/bench.py $(if $(SIZES),--sizes $(SIZES))
 
 # The same scripts at a small size, so that they keep working (CI runs this); writes bench/out/smoke/.
-bench-smoke: $(STAMP)
+bench-smoke: install
 	$(BIN)/python bench/bench.py --sizes 20000 --runs 1 --skip-tests --out bench/out/smoke/RESULTS.md
 
 # Monitor drift check vs Evidently's DataDriftPreset on the full frames, 6 shift scenarios (~25 min at 1M rows);
 # writes bench/out/drift/RESULTS.md.
 bench-drift: ROWS ?= 1000000
-bench-drift: $(STAMP)
+bench-drift: install
 	$(BIN)/python bench/drift.py --rows $(ROWS)
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: install
 	$(BIN)/mypy
 
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVING_VENV) .pytest_cache .mypy_cache .ruff_cache
