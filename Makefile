@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test test-ui lint typecheck check lock bench bench-smoke bench-drift clean
+.PHONY: install demo test test-ui lint typecheck docs check lock bench bench-smoke bench-drift clean
 
 install: $(STAMP) $(SERVING_STAMP)
 
@@ -62,9 +62,16 @@ bench-drift: ROWS ?= 1000000
 bench-drift: install
 	$(BIN)/python bench/drift.py --rows $(ROWS)
 
+# Style, then the architecture: import-linter's contracts in pyproject.toml (layers, a Prefect-free
+# core, one owner per outside library).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
+
+# The reference in docs/ as a site (site/); --strict fails on a broken link or a stale code reference.
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
 
 typecheck: install
 	$(BIN)/mypy
@@ -72,4 +79,4 @@ typecheck: install
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) $(SERVING_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVING_VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -42,7 +42,7 @@ import httpx
 import yaml
 
 from retrainer.config import PromotionPolicy
-from retrainer.synth import demo_config, make_batch
+from retrainer.data.synth import demo_config, make_batch
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,11 +5,11 @@ Usage: python bench/drift.py [--rows 1000000] [--scenarios none,small,...] [--ev
 For each scenario (a seeded current frame against one seeded reference frame, 18 numeric and 2
 categorical features plus the champion's prediction), in one process:
 
-* the monitor check: ``retrainer.monitoring.check_window``, i.e. the verdicts from ``fast_drift`` on
+* the monitor check: ``retrainer.monitor.check.check_window``, i.e. the verdicts from ``fast_drift`` on
   the full frames plus the Evidently HTML report drawn on a ``report_rows`` sample per side;
-* the verdicts alone: ``retrainer.drift_stats.fast_drift`` on the full frames;
-* the sampled report alone: ``retrainer.drift.run_evidently`` on the samples and columns the check draws;
-* Evidently's ``DataDriftPreset`` on the full frames (``retrainer.drift.run_evidently``).
+* the verdicts alone: ``retrainer.monitor.fast_stats.fast_drift`` on the full frames;
+* the sampled report alone: ``retrainer.monitor.evidently.run_evidently`` on the samples and columns the check draws;
+* Evidently's ``DataDriftPreset`` on the full frames (``retrainer.monitor.evidently.run_evidently``).
 
 Imports and first-call costs are paid by a warm-up on small frames before anything is timed; the
 cache of ``fast_drift``'s quantile steps is cleared before each timed run, so every figure is a cold
@@ -41,10 +41,10 @@ import numpy as np
 import polars as pl
 
 from retrainer.config import DriftConfig, ModelConfig
-from retrainer.contract import Schema
-from retrainer.drift import EvidentlyRun, run_evidently
-from retrainer.drift_stats import ColumnDrift, ColumnKinds, _quantile_steps, dataset_verdict, fast_drift
-from retrainer.monitoring import PREDICTION, CheckResult, Window, _pinned, check_window
+from retrainer.data.contract import Schema
+from retrainer.monitor.check import PREDICTION, CheckResult, Window, _pinned, check_window
+from retrainer.monitor.evidently import EvidentlyRun, run_evidently
+from retrainer.monitor.fast_stats import ColumnDrift, ColumnKinds, _quantile_steps, dataset_verdict, fast_drift
 
 SCENARIOS = ("none", "small", "medium", "large", "variance", "categorical")
 NUMERIC = [f"n{i:02d}" for i in range(18)]
@@ -173,7 +173,7 @@ def _with_prediction(frame: pl.DataFrame, prediction: np.ndarray) -> pl.DataFram
 
 
 def _sample(frame: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
-    """The sample ``retrainer.monitoring`` draws for the report (same call, same seed)."""
+    """The sample ``retrainer.monitor.check`` draws for the report (same call, same seed)."""
     return frame if frame.height <= rows else frame.sample(n=rows, seed=seed)
 
 
@@ -265,7 +265,7 @@ def run_scenario(
     full_current = _with_prediction(current, prediction)
 
     def verdicts() -> list[ColumnDrift]:
-        # As retrainer.monitoring does: the features with their settings, the prediction with the defaults.
+        # As retrainer.monitor.check does: the features with their settings, the prediction with the defaults.
         features = fast_drift(reference, full_current, _kinds(), drift)
         return [*features, *fast_drift(reference, full_current, ColumnKinds([PREDICTION], []), DriftConfig())]
 

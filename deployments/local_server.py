@@ -15,10 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from retrainer.config import Settings
 from retrainer.errors import RetrainerError
@@ -122,11 +121,8 @@ def up(settings: Settings, port: int, mlflow_port: int | None = None) -> dict[st
 def _wait_healthy(api: str, service: Service) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if _healthy(f"{api}/health"):
+            return
         if service.pid() is None:
             break
         time.sleep(0.5)
@@ -144,3 +140,11 @@ def serve_in_background(settings: Settings, api: str) -> int:
 def down(settings: Settings) -> list[str]:
     """Stop every background service of the state directory (serving first); return those stopped."""
     return [service.name for service in reversed(services(settings)) if service.stop()]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - our own loopback server
+            return bool(answer.status == 200)
+    except OSError:
+        return False

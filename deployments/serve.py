@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from deployments.definitions import deployments
 from retrainer.workspace import Workspace
-from tasks.single_flight import ensure_retrain_limits
+from tasks._single_flight import ensure_retrain_limits
 
 # Prefect's runner looks for runs to start every 10 s by default: up to 10 s between an event's
 # flow run being created and its process starting. One query a second costs the server little.

@@ -13,10 +13,10 @@ from typing import cast
 
 from retrainer.config import ProjectConfig, Settings
 from retrainer.errors import ConfigError
-from retrainer.ingress import Gate, RateLimiter
+from retrainer.inbound.gate import Gate, RateLimiter
 
 MIN_SECRET_LENGTH = 16
-log = logging.getLogger("retrainer.webhook")
+log = logging.getLogger(__name__)
 
 
 def resolve_secret(settings: Settings, project: ProjectConfig) -> str | None:
@@ -62,8 +62,8 @@ def run(settings: Settings, project: ProjectConfig, host: str, port: int, insecu
         ConfigError: no secret and not ``insecure_local``; ``insecure_local`` on a non-loopback host;
             a secret given together with ``insecure_local``.
     """
-    from retrainer.webhook import create_app, serve
-    from tasks.events import prefect_sink
+    from deployments.event_sink import prefect_sink
+    from retrainer.inbound.http import create_app, serve
 
     secret = resolve_secret(settings, project)
     if insecure_local:

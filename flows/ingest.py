@@ -6,7 +6,7 @@ from prefect import State, flow
 from prefect.states import Completed
 
 from tasks.config import load_model_config
-from tasks.events import emit
+from tasks.emit import emit
 from tasks.ingest import ingest_events, ingest_one, publish_ingest_report
 
 

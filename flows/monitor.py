@@ -6,7 +6,7 @@ from prefect import State, flow
 from prefect.states import Completed
 
 from tasks.config import load_model_config
-from tasks.events import emit
+from tasks.emit import emit
 from tasks.monitor import (
     assess_incident,
     check_drift,
@@ -24,7 +24,7 @@ def monitor(model: str, batch_id: str | None = None) -> State:
     """Check ``model``'s newest data for drift against its champion and open an incident when sustained.
 
     Ends ``Completed`` named Stable, Watching, Cooldown, Attached or Incident (see
-    ``retrainer.incidents``), or NoChampion / NoNewData when there is nothing to compare.
+    ``retrainer.monitor.incidents``), or NoChampion / NoNewData when there is nothing to compare.
 
     Args:
         model: Model name from the config file.

@@ -7,9 +7,10 @@ from typing import Any
 from prefect import State, flow
 from prefect.states import Completed
 
-from retrainer.retraining import Outcome
+from retrainer.cycle.decide import Outcome
+from tasks._single_flight import single_flight
 from tasks.config import load_model_config
-from tasks.events import emit
+from tasks.emit import emit
 from tasks.retrain import (
     attach_reference,
     claim_retrain_slot,
@@ -28,7 +29,6 @@ from tasks.retrain import (
     start_progress,
     train_challenger,
 )
-from tasks.single_flight import single_flight
 
 
 @flow(name="retrain", log_prints=True, on_failure=[release_retrain], on_crashed=[release_retrain])

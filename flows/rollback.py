@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import State, flow
 from prefect.states import Completed
 
-from tasks.events import emit
+from tasks.emit import emit
 from tasks.rollback import roll_back, rollback_event
 
 

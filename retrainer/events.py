@@ -2,7 +2,7 @@
 
 Every event is emitted on the resource ``retrainer.model.<name>``; numbers travel in the payload,
 because Prefect resource labels must be strings. This module is Prefect-free: it only names and
-shapes events; ``tasks.events`` hands them to Prefect.
+shapes events; ``tasks.emit`` (flows) and ``deployments.event_sink`` (the webhook receiver) hand them to Prefect.
 """
 
 from __future__ import annotations

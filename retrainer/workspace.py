@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 
 from retrainer.config import ModelConfig, ProjectConfig, Settings, load_project, load_settings
-from retrainer.history import History
-from retrainer.incidents import IncidentBook
-from retrainer.registry import Registry
-from retrainer.store import BatchStore
+from retrainer.data.store import BatchStore
+from retrainer.model.history import History
+from retrainer.model.registry import Registry
+from retrainer.monitor.incidents import IncidentBook
 
 
 class Workspace:

@@ -12,8 +12,8 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from retrainer.errors import TransientRegistryError
-from retrainer.monitoring import REFERENCE_ARTIFACT
-from retrainer.registry import Registry
+from retrainer.model.registry import Registry
+from retrainer.monitor.check import REFERENCE_ARTIFACT
 from retrainer.workspace import Workspace
 
 P = ParamSpec("P")

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from retrainer import events
 from retrainer.config import ModelConfig
-from retrainer.ingest import IngestOutcome, IngestReport, ingest_file
+from retrainer.data.ingest import IngestOutcome, IngestReport, ingest_file
 from tasks._common import artifact_key, workspace
 
 

@@ -13,11 +13,11 @@ from prefect.cache_policies import NO_CACHE
 
 from retrainer import events
 from retrainer.config import ModelConfig
-from retrainer.contract import schema_for
+from retrainer.data.contract import schema_for
+from retrainer.data.features import FeatureSpec
 from retrainer.errors import RegistryError
-from retrainer.features import FeatureSpec
-from retrainer.incidents import Assessment, assess
-from retrainer.monitoring import (
+from retrainer.model.registry import VersionInfo
+from retrainer.monitor.check import (
     REFERENCE_ARTIFACT,
     CheckResult,
     DriftCheck,
@@ -30,8 +30,8 @@ from retrainer.monitoring import (
     reference_sample,
     select_window,
 )
-from retrainer.registry import VersionInfo
-from retrainer.report import check_markdown
+from retrainer.monitor.incidents import Assessment, assess
+from retrainer.monitor.record import check_markdown
 from tasks._common import artifact_key, registry_task, store_reference, workspace
 
 

@@ -1,4 +1,4 @@
-"""Retrain tasks: one step of the cycle each, over ``retrainer.retraining``."""
+"""Retrain tasks: one step of the cycle each, over ``retrainer.cycle``."""
 
 from __future__ import annotations
 
@@ -13,30 +13,32 @@ from prefect.client.schemas.objects import FlowRun
 
 from retrainer import events
 from retrainer.config import ModelConfig
-from retrainer.incidents import claim_retrain, retrain_failed, retrain_finished
-from retrainer.judgement import Judgement
-from retrainer.monitoring import reference_rows, reference_sample
-from retrainer.registry import CHALLENGER, CHAMPION, VersionInfo
-from retrainer.report import decision_markdown
-from retrainer.retraining import (
+from retrainer.cycle.decide import (
     ChampionScores,
-    DataSplit,
     Decision,
-    Frames,
     Outcome,
-    Trigger,
     conclude,
     evaluate,
     holdout_metric_values,
     holdout_scores,
+    predict_holdout,
+)
+from retrainer.cycle.plan import (
+    DataSplit,
+    Frames,
+    Trigger,
     lineage_json,
     lineage_tags,
     load_frames,
     plan_split,
-    predict_holdout,
     run_params,
 )
-from retrainer.training import TrainedModel, train
+from retrainer.cycle.record import decision_markdown
+from retrainer.judge.policy import Judgement
+from retrainer.model.registry import CHALLENGER, CHAMPION, VersionInfo
+from retrainer.model.training import TrainedModel, train
+from retrainer.monitor.check import reference_rows, reference_sample
+from retrainer.monitor.incidents import claim_retrain, retrain_failed, retrain_finished
 from tasks._common import artifact_key, registry_task, store_reference, workspace
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from retrainer import events
-from retrainer.retraining import Rollback, rollback
+from retrainer.cycle.rollback import Rollback, rollback
 from tasks._common import workspace
 
 

@@ -65,7 +65,7 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path, mlflow_template: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     """An isolated workspace with the demo model config; env points every command at it."""
-    from retrainer.synth import demo_config
+    from retrainer.data.synth import demo_config
 
     made = Project(tmp_path, demo_config())
     made.home.mkdir()

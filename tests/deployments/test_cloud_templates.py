@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from retrainer.alerts import DataNotice, DriftAlert, data_event, drift_event
 from retrainer.events import Event
-from retrainer.sender import data_notice, drift_alert
+from retrainer.inbound.messages import DataNotice, DriftAlert, data_event, drift_event
+from retrainer.inbound.sender import data_notice, drift_alert
 
 CLOUD = Path(__file__).resolve().parents[2] / "deployments" / "cloud"
 

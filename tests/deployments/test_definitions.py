@@ -13,7 +13,7 @@ from deployments.definitions import deployments, schedule_specs, trigger_specs
 from deployments.prefect_yaml import render
 from retrainer import events
 from retrainer.config import load_project, parse_project
-from retrainer.synth import demo_config
+from retrainer.data.synth import demo_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from retrainer.store import BatchStore
-from retrainer.synth import demo_config, make_batch
+from retrainer.data.store import BatchStore
+from retrainer.data.synth import demo_config, make_batch
 from tests.conftest import Project
 from tests.e2e.conftest import BIN, post, start_receiver, wait_for
 

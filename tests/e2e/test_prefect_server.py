@@ -14,8 +14,8 @@ import pytest
 from deployments.definitions import DEPLOYMENT, schedule_specs, trigger_specs
 from deployments.prefect_yaml import WORK_POOL
 from retrainer.config import load_project
+from retrainer.data.synth import make_batch
 from retrainer.events import event_id_for
-from retrainer.synth import make_batch
 from tests.conftest import Project
 from tests.e2e.conftest import BIN, post, wait_for
 

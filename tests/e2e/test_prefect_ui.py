@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.synth import make_batch
+from retrainer.data.synth import make_batch
 from tests.conftest import Project
 from tests.e2e.conftest import post
 from tests.e2e.test_prefect_server import _run

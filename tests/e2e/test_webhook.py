@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from retrainer.alerts import DataNotice, DriftAlert, data_event, drift_event
-from retrainer.ingress import MAX_BODY_BYTES, SIGNATURE_HEADER, sign
-from retrainer.synth import demo_config
+from retrainer.data.synth import demo_config
+from retrainer.inbound.gate import MAX_BODY_BYTES, SIGNATURE_HEADER, sign
+from retrainer.inbound.messages import DataNotice, DriftAlert, data_event, drift_event
 from tests.conftest import Project
 from tests.e2e.conftest import BIN, Receiver, free_port, post, start_receiver, wait_for
 
@@ -89,7 +89,7 @@ def test_signed_alerts_and_notices_arrive_as_the_flows_events(receiver: Receiver
 
 
 def test_an_evidently_snapshot_is_read_for_share_and_columns(receiver: Receiver, prefect_api: str) -> None:
-    from tests.core.test_alerts import _evidently_snapshot
+    from tests.unit.inbound.test_messages import _evidently_snapshot
 
     path = receiver.log.parent / "snapshot.json"
     path.write_text(json.dumps(_evidently_snapshot(shift=1.0)), encoding="utf-8")

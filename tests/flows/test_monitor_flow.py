@@ -14,10 +14,10 @@ from polars.testing import assert_frame_equal
 from flows.ingest import ingest
 from flows.monitor import monitor
 from flows.retrain import retrain
-from retrainer.cli import main as cli_main
-from retrainer.incidents import retrain_started
-from retrainer.monitoring import REFERENCE_ARTIFACT
-from retrainer.synth import demo_config, make_batch
+from retrainer.app.cli import main as cli_main
+from retrainer.data.synth import demo_config, make_batch
+from retrainer.monitor.check import REFERENCE_ARTIFACT
+from retrainer.monitor.incidents import retrain_started
 from tests.conftest import Project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -13,9 +13,9 @@ import pytest
 from flows.ingest import ingest
 from flows.retrain import retrain
 from flows.rollback import rollback
-from retrainer.cli import main as cli_main
-from retrainer.status import model_status
-from retrainer.synth import demo_config, make_batch
+from retrainer.app.cli import main as cli_main
+from retrainer.app.status import model_status
+from retrainer.data.synth import demo_config, make_batch
 from tests.conftest import Project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -1,0 +1,375 @@
+"""The per-model YAML file: model configs, their policies and the webhook's limits.
+
+The YAML file (``retrainer.yaml`` in the working directory, or the path in ``RETRAINER_CONFIG``)
+maps model names to :class:`ModelConfig`. Every model and sub-model forbids unknown keys, so a typo
+is an error that names the key and the file instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from retrainer.config.drift_methods import ColumnKind, method_problem
+from retrainer.config.metrics import DEFAULT_PRIMARY, METRICS_BY_TASK, TaskKind
+from retrainer.errors import ConfigError, UnknownModelError
+
+ModelName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+PromotionMode = Literal["enforce", "dry_run", "disabled"]
+ClassLabel = int | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LightGBMParams(_Strict):
+    """LightGBM hyper-parameters; ``n_estimators`` is the ceiling that early stopping works under."""
+
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2, le=131072)
+    n_estimators: int = Field(500, ge=1, le=100_000)
+    min_child_samples: int = Field(20, ge=1)
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_freq: int = Field(0, ge=0)
+    lambda_l2: float = Field(0.0, ge=0)
+    max_bin: int = Field(255, ge=2)
+    early_stopping_rounds: int = Field(50, ge=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    num_threads: int = Field(1, ge=0, description="0 lets LightGBM pick; 1 is fastest on busy 2-core hosts")
+    seed: int = 42
+
+
+class WindowConfig(_Strict):
+    """Training window: the newest ``batches`` accepted batches that are not in the holdout."""
+
+    batches: int = Field(10, ge=1)
+
+
+class HoldoutConfig(_Strict):
+    """Holdout: the newest ``batches`` batches; with too few batches, a seeded ``fraction`` of rows."""
+
+    batches: int = Field(1, ge=1)
+    fraction: float = Field(0.25, gt=0, lt=1)
+    seed: int = 7
+
+
+class PromotionPolicy(_Strict):
+    """The rules a challenger must pass to replace the champion. See ``retrainer.judge.policy``."""
+
+    metric: str | None = Field(None, description="Primary metric; default per task")
+    min_improvement: float = Field(0.0, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    guardrails: dict[str, float] = Field(default_factory=dict)
+    floors: dict[str, float] = Field(default_factory=dict)
+    slice_tolerance: float = Field(0.02, ge=0)
+    min_slice_rows: int = Field(200, ge=1)
+    min_holdout_rows: int = Field(100, ge=1)
+    resamples: int = Field(2000, ge=1000, le=100_000)
+    seed: int = 20240917
+    large_sample_rows: int | None = Field(
+        50_000,
+        ge=1000,
+        description="From this many holdout rows, large-sample bounds replace the bootstrap where they exist; "
+        "null: always bootstrap",
+    )
+    mode: PromotionMode = "enforce"
+
+    @field_validator("guardrails")
+    @classmethod
+    def _tolerances_are_non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, tolerance in value.items() if tolerance < 0]
+        if bad:
+            raise ValueError(f"guardrail tolerances must be >= 0: {', '.join(bad)}")
+        return value
+
+
+DriftWindowMode = Literal["latest", "since_last_check"]
+
+
+class DriftWindow(_Strict):
+    """Which accepted batches a drift check looks at.
+
+    ``latest``: the newest ``batches`` batches. ``since_last_check``: every batch accepted since the
+    previous check (at least one), capped at the newest ``batches``.
+    """
+
+    mode: DriftWindowMode = "latest"
+    batches: int = Field(1, ge=1)
+
+
+class IncidentPolicy(_Strict):
+    """When drifting checks become an incident. See ``retrainer.monitor.incidents``."""
+
+    k: int = Field(1, ge=1, description="Drifted checks needed among the last n (the latest must drift)")
+    n: int = Field(1, ge=1, description="How many recent checks are counted")
+    cooldown_seconds: float = Field(
+        3600.0, ge=0, description="No new incident this long after a promotion or retrain start"
+    )
+    retrain_timeout_seconds: float = Field(
+        6 * 3600.0, gt=0, description="A retrain start older than this no longer counts as in flight"
+    )
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> IncidentPolicy:
+        if self.k > self.n:
+            raise ValueError(f"incident k ({self.k}) must not exceed n ({self.n})")
+        return self
+
+
+class DriftConfig(_Strict):
+    """Drift monitoring of one model: Evidently's drift parameters plus retrainer's incident rules.
+
+    Methods and thresholds are Evidently's names (defaults: Evidently's own choice per column).
+    """
+
+    method: str | None = None
+    num_method: str | None = None
+    cat_method: str | None = None
+    per_column_method: dict[str, str] = Field(default_factory=dict)
+    threshold: float | None = Field(None, gt=0)
+    per_column_threshold: dict[str, float] = Field(default_factory=dict)
+    drift_share: float = Field(0.5, gt=0, le=1, description="Dataset drift when this share of features drifts")
+    performance_tolerance: float = Field(
+        0.05, ge=0, description="Allowed drop of the primary metric on labelled windows vs the holdout figure"
+    )
+    performance_min_rows: int = Field(
+        200, ge=1, description="Labelled rows a window needs before its performance is judged"
+    )
+    reference_rows: int = Field(200_000, ge=1000, description="Cap of the champion's reference sample")
+    reference_seed: int = 11
+    fast_above: int = Field(
+        50_000, ge=1000, description="Above this many rows per side, statistics are computed in polars"
+    )
+    report_rows: int = Field(5_000, ge=500, description="Rows per side drawn for the HTML report on big data")
+    report_columns: int = Field(8, ge=1, description="Features the HTML report draws on big data, most drifted first")
+    window: DriftWindow = DriftWindow()
+    incident: IncidentPolicy = IncidentPolicy()
+
+    @field_validator("per_column_threshold")
+    @classmethod
+    def _positive_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, threshold in value.items() if threshold <= 0]
+        if bad:
+            raise ValueError(f"per-column thresholds must be > 0: {', '.join(bad)}")
+        return value
+
+    @model_validator(mode="after")
+    def _methods_fit_their_kind(self) -> DriftConfig:
+        named: list[tuple[str, str | None, ColumnKind]] = [
+            ("num_method", self.num_method, "numerical"),
+            ("cat_method", self.cat_method, "categorical"),
+        ]
+        problems = [
+            f"{key}: {problem}" for key, method, kind in named if method and (problem := method_problem(method, kind))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def method_problems(self, categorical: set[str], has_numerical: bool) -> list[str]:
+        """Methods that cannot judge the columns they would apply to (``method`` and per column).
+
+        Args:
+            categorical: The model's categorical features; every other feature is numerical.
+            has_numerical: Whether the model has (or may have) numerical features.
+        """
+        problems = []
+        if self.method:
+            covered: list[ColumnKind] = []
+            if has_numerical and not self.num_method:
+                covered.append("numerical")
+            if categorical and not self.cat_method:
+                covered.append("categorical")
+            found = [problem for kind in covered if (problem := method_problem(self.method, kind))]
+            if found:
+                problems.append(f"method: {found[0]}")  # an unknown name fails both kinds: say it once
+        for column, method in self.per_column_method.items():
+            problem = method_problem(method, "categorical" if column in categorical else "numerical")
+            if problem:
+                problems.append(f"per_column_method.{column}: {problem}")
+        return problems
+
+
+class AutomationConfig(_Strict):
+    """How Prefect runs the model's flows when served or deployed (see ``deployments/``).
+
+    The monitor runs on ``monitor_cron`` (or every ``monitor_interval_seconds``) and whenever a batch
+    arrives; with ``retrain_on_new_data`` a new batch starts a retrain directly instead.
+    """
+
+    monitor_cron: str | None = Field("0 * * * *", description="Cron schedule of the monitor; null: none")
+    monitor_interval_seconds: float | None = Field(None, gt=0, description="Interval schedule instead of cron")
+    timezone: str = "UTC"
+    retrain_on_new_data: bool = False
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> AutomationConfig:
+        if self.monitor_cron and self.monitor_interval_seconds:
+            raise ValueError("set monitor_cron or monitor_interval_seconds, not both")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Everything retrainer needs to know about one model."""
+
+    task: TaskKind
+    target: str
+    features: list[str] | None = None
+    categorical: dict[str, list[str]] = Field(default_factory=dict)
+    classes: list[ClassLabel] | None = None
+    time_column: str | None = None
+    slices: list[str] = Field(default_factory=list)
+    lightgbm: LightGBMParams = LightGBMParams()
+    window: WindowConfig = WindowConfig()
+    holdout: HoldoutConfig = HoldoutConfig()
+    promotion: PromotionPolicy = PromotionPolicy()
+    drift: DriftConfig = DriftConfig()
+    automation: AutomationConfig = AutomationConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        problems = [*self._column_problems(), *self._class_problems(), *self._metric_problems()]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _column_problems(self) -> list[str]:
+        reserved = {self.target} | ({self.time_column} if self.time_column else set())
+        problems = []
+        if self.features is not None:
+            clash = reserved.intersection(self.features)
+            if clash:
+                problems.append(f"features must not include target/time column {sorted(clash)}")
+            unknown = set(self.categorical) - set(self.features)
+            if unknown:
+                problems.append(f"categorical columns not in features: {sorted(unknown)}")
+        for column, levels in self.categorical.items():
+            if not levels or len(set(levels)) != len(levels):
+                problems.append(f"categorical {column!r} needs a non-empty list of distinct levels")
+        if self.features is not None:
+            missing = set(self.slices) - set(self.features)
+            if missing:
+                problems.append(f"slices must be features: {sorted(missing)}")
+            named = set(self.drift.per_column_method) | set(self.drift.per_column_threshold)
+            unknown_drift = named - set(self.features)
+            if unknown_drift:
+                problems.append(f"drift settings name columns that are not features: {sorted(unknown_drift)}")
+        has_numerical = self.features is None or bool(set(self.features) - set(self.categorical))
+        problems += [f"drift.{p}" for p in self.drift.method_problems(set(self.categorical), has_numerical)]
+        return problems
+
+    def _class_problems(self) -> list[str]:
+        if self.task == "regression":
+            return ["classes are only for classification tasks"] if self.classes else []
+        if self.task == "multiclass" and (self.classes is None or len(self.classes) < 3):
+            return ["multiclass needs 'classes' with at least 3 labels"]
+        if self.classes is not None and len(set(map(str, self.classes))) != len(self.classes):
+            return ["classes must be distinct"]
+        if self.task == "binary" and self.classes is not None and len(self.classes) != 2:
+            return ["binary needs exactly 2 classes (negative, positive)"]
+        return []
+
+    def _metric_problems(self) -> list[str]:
+        allowed = METRICS_BY_TASK[self.task]
+        named = {self.primary_metric, *self.promotion.guardrails, *self.promotion.floors}
+        unknown = sorted(named - set(allowed))
+        if unknown:
+            return [f"metrics {unknown} do not apply to task {self.task!r} (allowed: {list(allowed)})"]
+        return []
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric the promotion bound is computed on."""
+        return self.promotion.metric or DEFAULT_PRIMARY[self.task]
+
+    @property
+    def class_labels(self) -> list[ClassLabel]:
+        """Allowed target labels in index order (binary: negative then positive)."""
+        if self.task == "regression":
+            return []
+        return list(self.classes) if self.classes is not None else [0, 1]
+
+
+class WebhookConfig(_Strict):
+    """The webhook receiver (``retrainer webhook``): where its secret lives and how much it accepts.
+
+    The shared secret comes from ``RETRAINER_WEBHOOK_SECRET`` or, when that is unset, from the Prefect
+    Secret block named ``secret_block``; it never belongs in this file.
+    """
+
+    secret_block: str | None = Field(None, description="Prefect Secret block holding the shared secret")
+    replay_window_seconds: int = Field(300, ge=10, le=3600, description="Accepted signature age (and clock skew)")
+    requests_per_minute: int = Field(60, ge=1, description="Per source address, refused with 429 beyond")
+    burst: int = Field(20, ge=1, description="Requests a quiet source may send at once")
+
+
+class ProjectConfig(_Strict):
+    """The whole YAML file."""
+
+    models: dict[ModelName, ModelConfig]
+    webhook: WebhookConfig = WebhookConfig()
+
+    def model(self, name: str) -> ModelConfig:
+        """Return the config of ``name``.
+
+        Raises:
+            UnknownModelError: ``name`` is not defined.
+        """
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise UnknownModelError(f"unknown model {name!r} (configured: {known})") from None
+
+
+def load_project(path: Path) -> ProjectConfig:
+    """Parse and validate the YAML config at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or breaks the schema; the message names the file
+            and every offending key.
+    """
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (set RETRAINER_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_project(raw, source=str(path))
+
+
+def parse_project(raw: object, source: str) -> ProjectConfig:
+    """Validate an already-parsed config document.
+
+    Raises:
+        ConfigError: naming ``source`` and each offending key path.
+    """
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: {problem}" for problem in validation_problems(exc)]
+        raise ConfigError("invalid configuration\n" + "\n".join(lines)) from None
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each error of ``exc`` as ``key.path: message`` (``<root>`` for the document itself), without its input."""
+    return [f"{_key_path(err['loc'])}: {err['msg']}" for err in exc.errors()]
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "<root>"

@@ -1,0 +1,53 @@
+"""Process settings: one object read from ``RETRAINER_*`` environment variables (and ``MLFLOW_TRACKING_URI``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process settings from ``RETRAINER_*`` environment variables (and ``MLFLOW_TRACKING_URI``).
+
+    Paths are kept as given; :meth:`resolved` anchors them. Nothing is created on disk here.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RETRAINER_", extra="ignore", frozen=True)
+
+    home: Path = Field(Path(".retrainer"), description="State directory (data, history, MLflow store)")
+    config: Path = Field(Path("retrainer.yaml"), description="Path of the YAML model config")
+    data_root: Path | None = Field(None, description="Batch store; default <home>/data")
+    tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "RETRAINER_TRACKING_URI"),
+        description="MLflow tracking/registry URI; default SQLite under <home>",
+    )
+    webhook_secret: SecretStr | None = Field(None, description="Shared secret of the webhook receiver and sender")
+
+    @property
+    def data_dir(self) -> Path:
+        """Root of the batch store."""
+        return (self.data_root or self.home / "data").absolute()
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow URI in force."""
+        return self.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').absolute()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where model artifacts go when retrainer creates the MLflow experiment."""
+        return (self.home / "mlartifacts").absolute()
+
+    @property
+    def state_dir(self) -> Path:
+        """Absolute state directory."""
+        return self.home.absolute()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, with keyword overrides taking precedence."""
+    return Settings(**overrides)

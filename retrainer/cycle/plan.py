@@ -1,0 +1,162 @@
+"""The plan of a retrain, without Prefect: why it runs, which batches train and judge, and its lineage."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from retrainer.config import ModelConfig
+from retrainer.data.contract import schema_for
+from retrainer.data.features import FeatureSpec
+from retrainer.data.store import BatchRecord, BatchStore, Manifest
+from retrainer.errors import NoDataError
+from retrainer.model.history import current_actor
+from retrainer.model.training import TrainedModel
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why a retrain runs: a free-text reason, the triggering event and incident, and the Prefect run."""
+
+    reason: str = "manual"
+    event_id: str | None = None
+    incident_key: str | None = None
+    event_name: str | None = None
+    event_payload: dict[str, Any] = field(default_factory=dict)
+    flow_run_id: str | None = None
+    actor: str = field(default_factory=current_actor)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for tags, history and events."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Which accepted batches train the challenger and which judge it.
+
+    When there are not more batches than the holdout needs, ``row_split`` is set and the holdout is a
+    seeded fraction of the rows of all batches (the same rows on every run over the same batches).
+    """
+
+    training: list[BatchRecord]
+    holdout: list[BatchRecord]
+    row_split: bool
+    features: list[str]
+
+    def lineage(self) -> dict[str, Any]:
+        """Batch ids and content hashes of both sides, plus one digest per side."""
+        return {
+            "training_batches": [b.batch_id for b in self.training],
+            "holdout_batches": [b.batch_id for b in self.holdout],
+            "training_sha256": _digest(self.training),
+            "holdout_sha256": _digest(self.holdout),
+            "holdout_is_row_split": self.row_split,
+        }
+
+
+def _digest(batches: list[BatchRecord]) -> str:
+    return hashlib.sha256("\n".join(b.sha256 for b in batches).encode()).hexdigest()
+
+
+def plan_split(manifest: Manifest, config: ModelConfig) -> DataSplit:
+    """Pick the holdout (newest batches) and the training window (the next newest).
+
+    Raises:
+        NoDataError: no batch has been accepted for the model.
+    """
+    batches = _newest_last(manifest.batches)
+    if not batches:
+        raise NoDataError(manifest.model, "no accepted batch yet: ingest labelled data first")
+    features = schema_for(config, batches[0].columns, manifest.features).features
+    if len(batches) <= config.holdout.batches:
+        return DataSplit(training=batches, holdout=batches, row_split=True, features=features)
+    holdout = batches[-config.holdout.batches :]
+    rest = batches[: -config.holdout.batches]
+    return DataSplit(training=rest[-config.window.batches :], holdout=holdout, row_split=False, features=features)
+
+
+def _newest_last(batches: list[BatchRecord]) -> list[BatchRecord]:
+    return sorted(batches, key=lambda b: (b.time_max or "", b.ingested_at))
+
+
+@dataclass
+class Frames:
+    """Typed frames for one cycle: training, early-stopping validation and holdout."""
+
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    holdout: pl.DataFrame
+    spec: FeatureSpec
+
+
+def load_frames(store: BatchStore, split: DataSplit, config: ModelConfig) -> Frames:
+    """Read the split's batches once, keeping only the columns the model uses."""
+    schema = schema_for(config, [], split.features)
+    spec = FeatureSpec.build(config, schema)
+    columns = list(dict.fromkeys([*schema.required, *config.slices]))
+    if split.row_split:
+        pooled = store.read(split.training, columns)
+        train, holdout = _split_rows(pooled, config.holdout.fraction, config.holdout.seed)
+    else:
+        train, holdout = store.read(split.training, columns), store.read(split.holdout, columns)
+    fit, valid = _validation_split(train, config)
+    return Frames(fit, valid, holdout, spec)
+
+
+def _split_rows(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    in_holdout = np.random.default_rng(seed).random(frame.height) < fraction
+    mask = pl.Series(in_holdout)
+    return frame.filter(~mask), frame.filter(mask)
+
+
+def _validation_split(frame: pl.DataFrame, config: ModelConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    fraction = config.lightgbm.validation_fraction
+    if config.time_column is None:
+        return _split_rows(frame, fraction, config.lightgbm.seed)
+    ordered = frame.sort(config.time_column, maintain_order=True)
+    cut = max(1, int(ordered.height * (1 - fraction)))
+    return ordered.head(cut), ordered.slice(cut)
+
+
+def run_params(config: ModelConfig, frames: Frames, trained: TrainedModel) -> dict[str, Any]:
+    """Parameters logged on the MLflow run."""
+    return {
+        **{f"lgbm.{k}": v for k, v in trained.params.items()},
+        "n_estimators": config.lightgbm.n_estimators,
+        "best_iteration": trained.best_iteration,
+        "train_rows": frames.train.height,
+        "valid_rows": frames.valid.height,
+        "holdout_rows": frames.holdout.height,
+        "features": ",".join(frames.spec.features),
+        "task": config.task,
+    }
+
+
+def lineage_tags(split: DataSplit, trigger: Trigger) -> dict[str, str]:
+    """Run tags that tie a challenger to its data and its trigger."""
+    lineage = split.lineage()
+    return {
+        "retrainer.training_batches": ",".join(lineage["training_batches"]),
+        "retrainer.holdout_batches": ",".join(lineage["holdout_batches"]),
+        "retrainer.training_sha256": lineage["training_sha256"],
+        "retrainer.holdout_sha256": lineage["holdout_sha256"],
+        "retrainer.trigger.reason": trigger.reason,
+        "retrainer.trigger.event_id": trigger.event_id or "",
+        "retrainer.trigger.incident_key": trigger.incident_key or "",
+        "prefect.flow_run_id": trigger.flow_run_id or "",
+    }
+
+
+def lineage_json(split: DataSplit, trigger: Trigger) -> dict[str, Any]:
+    """The lineage artifact stored on the run."""
+    return {
+        **split.lineage(),
+        "trigger": trigger.as_dict(),
+        "training": [asdict(b) for b in split.training],
+        "holdout": [asdict(b) for b in split.holdout],
+    }

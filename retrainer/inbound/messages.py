@@ -1,0 +1,178 @@
+"""What outside systems may tell retrainer over HTTP, and the events each message becomes.
+
+Two messages, both JSON objects naming a configured model:
+
+* a **drift alert** (``POST /hooks/drift``): either compact (``drift_share`` and the drifted columns,
+  by name or with score and method) or an Evidently snapshot as written by ``snapshot.json()``
+  under ``snapshot`` (the share and drifted columns are read from it). It becomes the same
+  ``retrainer.drift.detected`` event the monitor emits, keyed by an incident of its own:
+  ``<model>:alert:<source>:<alert_id>``. A snapshot that shows no dataset drift emits nothing.
+* a **new-data notice** (``POST /hooks/data``): absolute paths of labelled files that landed. It
+  becomes ``retrainer.data.arrived`` labelled ``retrainer.on_new_data=ingest``, which runs the
+  ingest deployment on those files; ingest announces each accepted batch with its own
+  ``data.arrived`` (labelled ``monitor`` or ``retrain``), so nothing skips the data contract.
+
+``alert_id`` / ``notice_id`` identify a message; when the sender gives none, the digest of the
+message's content does, so a re-sent message collapses into the first one's event.
+
+Prefect-free and framework-free; the Prefect Cloud templates in ``deployments/cloud/`` produce the
+same events from the same bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from retrainer import events
+from retrainer.config import ModelName
+from retrainer.monitor.snapshot import dataset_share, snapshot_columns
+
+SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelName
+    source: SourceName = Field("external", description="Who sends it; becomes the related source resource")
+
+
+class DriftedColumn(BaseModel):
+    """One drifted column of a compact alert."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str = Field(min_length=1, max_length=256)
+    score: float | None = None
+    method: str | None = Field(None, max_length=128)
+
+
+class DriftAlert(_Message):
+    """A drift alert: compact fields or an Evidently snapshot, not both."""
+
+    alert_id: MessageId | None = None
+    drift_share: float | None = Field(None, ge=0, le=1)
+    drifted_columns: list[DriftedColumn | Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    report_uri: str | None = Field(None, max_length=2048)
+    snapshot: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _compact_or_snapshot(self) -> DriftAlert:
+        if self.snapshot is not None:
+            if self.drift_share is not None or self.drifted_columns:
+                raise ValueError("give either a snapshot or drift_share/drifted_columns, not both")
+            read_snapshot(self.snapshot)
+        elif self.drift_share is None:
+            raise ValueError("drift_share is required without a snapshot")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The message id: ``alert_id``, or the digest of the content."""
+        return self.alert_id or _content_digest(self)
+
+    def drift(self) -> SnapshotDrift:
+        """Dataset share, verdict and drifted columns, from the snapshot or the compact fields."""
+        if self.snapshot is not None:
+            return read_snapshot(self.snapshot)
+        columns = [c if isinstance(c, DriftedColumn) else DriftedColumn(column=c) for c in self.drifted_columns]
+        return SnapshotDrift(share=self.drift_share or 0.0, detected=True, columns=columns)
+
+
+class DataNotice(_Message):
+    """New labelled files for a model, to be ingested."""
+
+    notice_id: MessageId | None = None
+    files: list[str] = Field(min_length=1, max_length=1000)
+
+    @field_validator("files")
+    @classmethod
+    def _absolute_paths(cls, files: list[str]) -> list[str]:
+        for path in files:
+            if not path or len(path) > 4096 or "\x00" in path:
+                raise ValueError(f"not a usable path: {path[:80]!r}")
+            if not (PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()):
+                raise ValueError(f"{path!r}: give absolute paths (the ingest runs elsewhere)")
+        return files
+
+    @property
+    def key(self) -> str:
+        """The message id: ``notice_id``, or the digest of the content."""
+        return self.notice_id or _content_digest(self)
+
+
+def _content_digest(message: BaseModel) -> str:
+    canonical = json.dumps(message.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class SnapshotDrift:
+    """The drift an alert reports.
+
+    Attributes:
+        share: Share of drifted columns.
+        detected: The dataset verdict.
+        columns: The drifted columns, in report order.
+    """
+
+    share: float
+    detected: bool
+    columns: list[DriftedColumn]
+
+
+def read_snapshot(snapshot: dict[str, Any]) -> SnapshotDrift:
+    """The dataset drift an Evidently ``DataDriftPreset`` snapshot reports.
+
+    Raises:
+        ValueError: the document is not a data drift snapshot (no ``DriftedColumnsCount`` result).
+    """
+    share, threshold = dataset_share(snapshot)
+    drifted = [
+        DriftedColumn(column=c.column, score=c.score, method=c.method) for c in snapshot_columns(snapshot) if c.drifted
+    ]
+    return SnapshotDrift(share=share, detected=share >= threshold, columns=drifted)
+
+
+def drift_event(alert: DriftAlert) -> events.Event | None:
+    """The ``drift.detected`` event of an alert, or ``None`` when its snapshot shows no dataset drift."""
+    drift = alert.drift()
+    if not drift.detected:
+        return None
+    incident_key = f"{alert.model}:alert:{alert.source}:{alert.key}"
+    payload = events.drift_payload(
+        incident_key=incident_key,
+        reason=f"drift alert {alert.key} from {alert.source}",
+        drift_share=drift.share,
+        drift_detected=True,
+        top_columns=[c.model_dump() for c in drift.columns[: events.TOP_COLUMNS]],
+        prediction_drift=None,
+        report_uri=alert.report_uri,
+        champion_version=None,
+        batch_ids=[],
+        check_id=alert.key,
+    )
+    related = [events.incident_resource(incident_key), events.source_resource(alert.source)]
+    return events.Event(events.DRIFT_DETECTED, alert.model, payload, key=incident_key, related=related)
+
+
+def data_event(notice: DataNotice) -> events.Event:
+    """The ``data.arrived`` event of a notice, labelled so that the ingest deployment runs."""
+    payload = {"files": notice.files, "source": notice.source, "notice_id": notice.key}
+    return events.Event(
+        events.DATA_ARRIVED,
+        notice.model,
+        payload,
+        key=f"{notice.model}:notice:{notice.source}:{notice.key}",
+        related=[events.source_resource(notice.source)],
+        labels={events.NEW_DATA_ACTION: events.INGEST},
+    )

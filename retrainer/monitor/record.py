@@ -1,0 +1,57 @@
+"""The record of a drift check, as markdown for its Prefect run (pure text, no Prefect)."""
+
+from __future__ import annotations
+
+from retrainer.markdown import number, table
+from retrainer.monitor.check import DriftCheck, Performance
+from retrainer.monitor.incidents import Assessment
+
+_ENGINES = {
+    "polars": "exact scores on every row (polars); the Evidently report draws a sample of the most drifted columns",
+    "evidently": "Evidently",
+}
+
+
+def check_markdown(check: DriftCheck, assessment: Assessment, report_uri: str) -> str:
+    """The drift check record: verdict, incident action, top drifted columns, prediction and performance."""
+    verdict = "drift detected" if check.drift_detected else "no dataset drift"
+    head = (
+        f"# Drift check of {check.model} v{check.champion_version}\n\n"
+        f"**{assessment.action.value}: {assessment.reason}**\n\n"
+        f"- dataset: {verdict}, {check.drift_share:.0%} of features drifted\n"
+        f"- window: {', '.join(check.batch_ids)} ({check.current_rows} rows) vs {check.reference_rows} reference rows\n"
+        f"- statistics: {_ENGINES[check.engine]}\n"
+        f"- incident: {assessment.incident.key if assessment.incident else '—'}\n"
+        f"- [Evidently report]({report_uri})"
+    )
+    top = [[c.column, c.method, number(c.score), number(c.threshold), c.note or ""] for c in check.top_drifted()]
+    parts = [head]
+    if top:
+        parts.append(table("Top drifted columns", ["column", "method", "score", "threshold", "note"], top))
+    if check.prediction is not None:
+        p = check.prediction
+        rows = [[p.method, number(p.score), number(p.threshold), "yes" if p.drifted else "no"]]
+        parts.append(table("Champion prediction drift", ["method", "score", "threshold", "drifted"], rows))
+    if check.performance is not None:
+        q = check.performance
+        rows = [
+            [
+                q.metric,
+                str(q.rows),
+                number(q.window),
+                number(q.holdout),
+                number(q.change, signed=True),
+                _degraded(q),
+            ]
+        ]
+        columns = ["metric", "labelled rows", "window", "holdout", "change", "degraded"]
+        parts.append(table("Champion performance on the window", columns, rows))
+    return "\n\n".join(parts)
+
+
+def _degraded(performance: Performance) -> str:
+    if performance.change is None:
+        return "not judged: no holdout figure"
+    if performance.rows < performance.min_rows:
+        return f"not judged: fewer than {performance.min_rows} labelled rows"
+    return str(performance.degraded)

@@ -1,0 +1,55 @@
+"""The registry's quick read-only view answers exactly as MLflow does, on a real SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrainer.data.synth import make_batch
+from retrainer.model.registry import CHALLENGER, CHAMPION, Registry, StoreReader
+from tests.conftest import Project
+from tests.unit.model.test_training_and_serving import _fit
+
+
+def _registry_with_two_versions(project: Project) -> Registry:
+    registry = project.workspace().registry
+    trained = _fit(make_batch(3000, seed=11))
+    example = make_batch(5, seed=12).to_pandas()
+    for n, alias in enumerate((CHAMPION, CHALLENGER), start=1):
+        run_id = registry.start_run("churn", f"run-{n}", {"seed": n}, {"retrainer.training_batches": f"b{n},c{n}"})
+        registry.log_metrics(run_id, {"holdout_roc_auc": 0.7 + n / 100, "holdout_log_loss": 0.5 - n / 100})
+        version = registry.register("churn", run_id, trained, example)
+        registry.tag_version("churn", version.version, {"retrainer.outcome": f"outcome-{n}"})
+        registry.set_alias("churn", alias, version.version)
+    return registry
+
+
+def test_the_reader_of_a_known_sqlite_store_reads_the_file(project: Project) -> None:
+    registry = _registry_with_two_versions(project)
+    assert isinstance(registry.reader(), StoreReader)
+
+
+@pytest.mark.parametrize("alias", [CHAMPION, CHALLENGER, "missing"])
+def test_the_reader_answers_as_mlflow(project: Project, alias: str) -> None:
+    registry = _registry_with_two_versions(project)
+    reader = registry.reader()
+    expected = registry.alias("churn", alias)
+    assert reader.alias("churn", alias) == expected
+    if expected is not None:
+        assert expected.run_id is not None
+        assert reader.run_details(expected.run_id) == registry.run_details(expected.run_id)
+
+
+def test_the_reader_knows_no_unregistered_model(project: Project) -> None:
+    registry = _registry_with_two_versions(project)
+    assert registry.reader().alias("nobody", CHAMPION) is None
+
+
+def test_other_workspaces_and_missing_stores_are_read_through_mlflow(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = project.workspace().registry
+    monkeypatch.setenv("MLFLOW_WORKSPACE", "team-b")
+    assert registry.reader() is registry
+    monkeypatch.delenv("MLFLOW_WORKSPACE")
+    (project.home / "mlflow.db").unlink()
+    assert registry.reader() is registry
