@@ -1,8 +1,9 @@
 """The model registry: MLflow tracking and registry behind a small interface.
 
-The only module that imports MLflow (lazily, on first use). Champion and challenger are registry
-aliases; decisions are version tags. Moving ``@champion`` is a compare-and-set under an
-inter-process lock, so two promotions racing on one model cannot both win.
+With the rest of its subpackage, the only code that imports MLflow (lazily, on first use; an
+import-linter contract holds it). Champion and challenger are registry aliases; decisions are
+version tags. Moving ``@champion`` is a compare-and-set under an inter-process lock, so two
+promotions racing on one model cannot both win.
 """
 
 from __future__ import annotations

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from pathlib import Path
+
 import pytest
 
 from retrainer.data.synth import make_batch
 from retrainer.model.registry import CHALLENGER, CHAMPION, Registry, StoreReader
+from retrainer.model.registry.store_reader import KNOWN_STORE_REVISIONS
 from tests.conftest import Project
 from tests.unit.model.test_training_and_serving import _fit
 
@@ -53,3 +57,9 @@ def test_other_workspaces_and_missing_stores_are_read_through_mlflow(
     monkeypatch.delenv("MLFLOW_WORKSPACE")
     (project.home / "mlflow.db").unlink()
     assert registry.reader() is registry
+
+
+def test_the_store_layout_the_reader_knows_is_the_pinned_mlflow_one(mlflow_template: Path) -> None:
+    # StoreReader reads MLflow's own tables: an MLflow upgrade must come with a look at its schema.
+    assert version("mlflow") == "3.17.2", "new MLflow: check store_reader.py against its SQLite schema"
+    assert StoreReader(mlflow_template).revision() in KNOWN_STORE_REVISIONS
