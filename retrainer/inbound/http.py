@@ -44,6 +44,35 @@ class EventSink(Protocol):
 
 
 SinkFactory = Callable[[], AbstractAsyncContextManager[EventSink]]
+
+
+class MemorySink:
+    """An :class:`EventSink` that keeps the events it is given, in memory: the receiver without Prefect.
+
+    For tests and dry runs. Set ``failing`` to make every ``emit`` raise, as an unreachable Prefect would.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.failing = False
+
+    async def emit(self, event: Event) -> str:
+        """Keep ``event``; return its id.
+
+        Raises:
+            ConnectionError: ``failing`` is set.
+        """
+        if self.failing:
+            raise ConnectionError("the event sink is unreachable")
+        self.events.append(event)
+        return str(event.id)
+
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[MemorySink]:
+        """This sink as the app's :data:`SinkFactory` wants it."""
+        yield self
+
+
 ToEvent = Callable[[Any], Event | None]
 
 
