@@ -42,9 +42,11 @@ import polars as pl
 
 from retrainer.config import DriftConfig, ModelConfig
 from retrainer.data.contract import Schema
-from retrainer.monitor.check import PREDICTION, CheckResult, Window, _pinned, check_window
+from retrainer.monitor.check import CheckResult, _pinned, check_window
 from retrainer.monitor.evidently import EvidentlyRun, run_evidently
 from retrainer.monitor.fast_stats import ColumnDrift, ColumnKinds, _quantile_steps, dataset_verdict, fast_drift
+from retrainer.monitor.reference import PREDICTION
+from retrainer.monitor.window import Window
 
 SCENARIOS = ("none", "small", "medium", "large", "variance", "categorical")
 NUMERIC = [f"n{i:02d}" for i in range(18)]

@@ -3,8 +3,9 @@
 ``retrainer serve`` serves them from one process; ``prefect.yaml`` declares the same for
 ``prefect deploy --all`` (a test renders this module and compares it with that file).
 
-Every trigger is one automation for all models: it matches ``retrainer.model.*`` resources and
-runs once per event (``for_each`` the resource), taking the model from the event's resource name.
+Every trigger is one automation for all models: it matches ``retrainer.model.*`` resources
+(``events.model_resources_match()``) and runs once per event (``for_each`` the resource), taking the
+model from the event's resource name.
 
 * ``retrainer.data.arrived`` from a new-data notice (the webhook) runs the ingest on the notice's
   files; from the ingest flow it runs the monitor, or the retrain directly for models whose
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 DEPLOYMENT = "default"
 TAGS = ["retrainer"]
-MODEL_RESOURCES = {"prefect.resource.id": "retrainer.model.*"}
 MODEL_FROM_EVENT = "{{ event.resource.name }}"
 
 
@@ -74,7 +74,7 @@ def trigger_specs() -> dict[str, list[dict[str, Any]]]:
 
 
 def _spec(name: str, event: str, parameters: dict[str, str], new_data_action: str | None = None) -> dict[str, Any]:
-    match = dict(MODEL_RESOURCES)
+    match = events.model_resources_match()
     if new_data_action is not None:
         match[events.NEW_DATA_ACTION] = new_data_action
     return {

@@ -33,7 +33,7 @@ def trigger_spec() -> dict[str, Any]:
     """The automation's trigger: every promotion of any retrainer model."""
     return {
         "type": "event",
-        "match": {"prefect.resource.id": "retrainer.model.*"},
+        "match": events.model_resources_match(),
         "expect": [events.MODEL_PROMOTED],
         "for_each": ["prefect.resource.id"],
         "posture": "Reactive",

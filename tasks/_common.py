@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import polars as pl
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from retrainer.errors import TransientRegistryError
-from retrainer.model.registry import Registry
-from retrainer.monitor.check import REFERENCE_ARTIFACT
 from retrainer.workspace import Workspace
 
 P = ParamSpec("P")
@@ -46,15 +41,6 @@ def registry_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
 def workspace() -> Workspace:
     """Open the workspace from the environment (settings; the config file is read on first use)."""
     return Workspace.open()
-
-
-def store_reference(registry: Registry, run_id: str, sample: pl.DataFrame) -> None:
-    """Write a reference sample as Parquet and store it on the version's run."""
-    folder, name = REFERENCE_ARTIFACT.rsplit("/", 1)
-    with tempfile.TemporaryDirectory() as scratch:
-        local = Path(scratch, name)
-        sample.write_parquet(local)
-        registry.log_file(run_id, local, folder)
 
 
 def artifact_key(kind: str, model: str) -> str:

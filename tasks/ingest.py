@@ -27,30 +27,29 @@ def ingest_events(model: str, config: ModelConfig, outcomes: list[IngestOutcome]
     ``data.arrived`` carries the label ``retrainer.on_new_data`` (``monitor`` or ``retrain``, from the
     model's automation config) so that one static trigger per deployment serves every model.
     """
-    action = events.RETRAIN if config.automation.retrain_on_new_data else events.MONITOR
-    return [_event(model, outcome, action) for outcome in outcomes]
+    retrain_directly = config.automation.retrain_on_new_data
+    return [_event(model, outcome, retrain_directly) for outcome in outcomes]
 
 
-def _event(model: str, outcome: IngestOutcome, action: str) -> events.Event:
+def _event(model: str, outcome: IngestOutcome, retrain_directly: bool) -> events.Event:
     if outcome.accepted is not None:
         batch = outcome.accepted
-        payload = {
-            "batch_id": batch.batch_id,
-            "sha256": batch.sha256,
-            "rows": batch.rows,
-            "time_min": batch.time_min,
-            "time_max": batch.time_max,
-            "source": batch.source,
-        }
-        labels = {events.NEW_DATA_ACTION: action}
-        return events.Event(events.DATA_ARRIVED, model, payload, key=f"{model}:{batch.batch_id}", labels=labels)
-    violations = outcome.error.violations if outcome.error else []
-    payload = {
-        "source": str(outcome.source),
-        "violations": [v.render(str(outcome.source)) for v in violations],
-        "quarantined": str(outcome.quarantined) if outcome.quarantined else None,
-    }
-    return events.Event(events.DATA_REJECTED, model, payload, key=f"{model}:{outcome.source}:{outcome.quarantined}")
+        return events.data_arrived(
+            model=model,
+            batch_id=batch.batch_id,
+            sha256=batch.sha256,
+            rows=batch.rows,
+            time_min=batch.time_min,
+            time_max=batch.time_max,
+            source=batch.source,
+            retrain_directly=retrain_directly,
+        )
+    return events.data_rejected(
+        model=model,
+        source=outcome.source,
+        violations=outcome.error.violations if outcome.error else [],
+        quarantined=outcome.quarantined,
+    )
 
 
 @task(name="publish-ingest-report", cache_policy=NO_CACHE)

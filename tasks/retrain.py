@@ -37,9 +37,9 @@ from retrainer.cycle.record import decision_markdown
 from retrainer.judge.policy import Judgement
 from retrainer.model.registry import CHALLENGER, CHAMPION, VersionInfo
 from retrainer.model.training import TrainedModel, train
-from retrainer.monitor.check import reference_rows, reference_sample
 from retrainer.monitor.incidents import claim_retrain, retrain_failed, retrain_finished
-from tasks._common import artifact_key, registry_task, store_reference, workspace
+from retrainer.monitor.reference import reference_rows, reference_sample, store_reference
+from tasks._common import artifact_key, registry_task, workspace
 
 
 @task(name="describe-trigger")
@@ -210,13 +210,12 @@ def publish_decision(decision: Decision, split: DataSplit, challenger: VersionIn
 @task(name="describe-decision")
 def decision_event(decision: Decision, trigger: Trigger) -> events.Event:
     """``model.promoted`` for a promotion, ``model.rejected`` for any other outcome."""
-    name = events.MODEL_PROMOTED if decision.outcome is Outcome.PROMOTED else events.MODEL_REJECTED
-    payload = {
-        "version": decision.version,
-        "outcome": decision.outcome.value,
-        "champion_before": decision.champion_before,
-        "champion_after": decision.champion_after,
-        "reasons": decision.reasons,
-        "trigger": trigger.as_dict(),
-    }
-    return events.Event(name, decision.model, payload, key=f"{decision.model}:v{decision.version}")
+    return events.model_decided(
+        model=decision.model,
+        version=decision.version,
+        outcome=decision.outcome.value,
+        champion_before=decision.champion_before,
+        champion_after=decision.champion_after,
+        reasons=decision.reasons,
+        trigger=trigger,
+    )

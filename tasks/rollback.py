@@ -20,10 +20,6 @@ def roll_back(model: str, reason: str, to_version: str | None, force: bool) -> R
 @task(name="describe-rollback")
 def rollback_event(done: Rollback) -> events.Event:
     """The ``model.rolled_back`` event."""
-    payload = {"from_version": done.from_version, "to_version": done.to_version, "reason": done.reason}
-    return events.Event(
-        events.MODEL_ROLLED_BACK,
-        done.model,
-        payload,
-        key=f"{done.model}:{done.from_version}->{done.to_version}:{done.reason}",
+    return events.rolled_back(
+        model=done.model, from_version=done.from_version, to_version=done.to_version, reason=done.reason
     )

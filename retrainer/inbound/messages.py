@@ -149,30 +149,19 @@ def drift_event(alert: DriftAlert) -> events.Event | None:
     if not drift.detected:
         return None
     incident_key = f"{alert.model}:alert:{alert.source}:{alert.key}"
-    payload = events.drift_payload(
-        incident_key=incident_key,
-        reason=f"drift alert {alert.key} from {alert.source}",
-        drift_share=drift.share,
-        drift_detected=True,
-        top_columns=[c.model_dump() for c in drift.columns[: events.TOP_COLUMNS]],
-        prediction_drift=None,
-        report_uri=alert.report_uri,
-        champion_version=None,
-        batch_ids=[],
+    evidence = events.DriftEvidence(
         check_id=alert.key,
+        drift_share=drift.share,
+        drift_detected=drift.detected,
+        top_columns=drift.columns,
+        report_uri=alert.report_uri,
     )
-    related = [events.incident_resource(incident_key), events.source_resource(alert.source)]
-    return events.Event(events.DRIFT_DETECTED, alert.model, payload, key=incident_key, related=related)
+    reason = f"drift alert {alert.key} from {alert.source}"
+    return events.drift_detected(
+        model=alert.model, incident_key=incident_key, reason=reason, evidence=evidence, source=alert.source
+    )
 
 
 def data_event(notice: DataNotice) -> events.Event:
     """The ``data.arrived`` event of a notice, labelled so that the ingest deployment runs."""
-    payload = {"files": notice.files, "source": notice.source, "notice_id": notice.key}
-    return events.Event(
-        events.DATA_ARRIVED,
-        notice.model,
-        payload,
-        key=f"{notice.model}:notice:{notice.source}:{notice.key}",
-        related=[events.source_resource(notice.source)],
-        labels={events.NEW_DATA_ACTION: events.INGEST},
-    )
+    return events.files_landed(model=notice.model, files=notice.files, source=notice.source, notice_id=notice.key)

@@ -1,9 +1,11 @@
-"""Drift monitoring without Prefect: the champion's reference, the window, the check and its summary.
+"""The drift check: a window's rows and the champion's predictions on them against its reference.
 
-Every registered version carries a *reference sample*: a seeded sample of its own training rows
-(at most ``drift.reference_rows``) with its predictions on them. A check compares the newest
-batches with the reference of the current champion, so promotions and rollbacks re-baseline
-monitoring at the moment the champion moves.
+Owns the check's typed summary (:class:`DriftCheck`), the verdict rules, the check of a stored
+window against the champion (:func:`check_champion`) and the metrics its MLflow monitoring run
+records (:func:`check_metrics`). The reference sample is :mod:`~retrainer.monitor.reference`'s,
+the window :mod:`~retrainer.monitor.window`'s, the labelled-performance rule
+:mod:`~retrainer.monitor.performance`'s and the verdict opening the report's page
+:mod:`~retrainer.monitor.page`'s.
 
 Verdicts per column:
 
@@ -23,8 +25,7 @@ The dataset drifts when the share of drifted features is at least ``drift.drift_
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -32,15 +33,12 @@ import numpy as np
 import polars as pl
 
 from retrainer import events
-from retrainer.config import DriftConfig, DriftWindow, ModelConfig
+from retrainer.config import DriftConfig, ModelConfig
 from retrainer.config.drift_methods import ColumnKind
-from retrainer.config.metrics import TaskKind, orientation
-from retrainer.data.contract import Schema
-from retrainer.data.features import FeatureSpec, label_vector
-from retrainer.data.store import BatchRecord, Manifest
-from retrainer.errors import DataError, NoDataError, Violation
-from retrainer.judge.metrics import point_metric
-from retrainer.monitor.evidently import EvidentlyRun, run_evidently, with_banner
+from retrainer.data.contract import Schema, schema_for
+from retrainer.data.store import BatchStore
+from retrainer.model.registry import Registry, VersionInfo
+from retrainer.monitor.evidently import EvidentlyRun, run_evidently
 from retrainer.monitor.fast_stats import (
     ColumnDrift,
     ColumnKinds,
@@ -49,118 +47,13 @@ from retrainer.monitor.fast_stats import (
     fast_drift,
     fast_path_applies,
 )
-from retrainer.monitor.incidents import Action, Assessment, CheckRecord
+from retrainer.monitor.incidents import CheckRecord
+from retrainer.monitor.page import opened_report
+from retrainer.monitor.performance import Performance, holdout_figure, window_performance
+from retrainer.monitor.reference import PREDICTION, prediction_column, prediction_kind, seeded_sample
+from retrainer.monitor.window import Window, predict_window, require_features
 
-PREDICTION = "champion_prediction"
-REFERENCE_ARTIFACT = "reference/reference.parquet"
 Engine = Literal["polars", "evidently"]
-
-
-def prediction_kind(task: TaskKind) -> ColumnKind:
-    """Multiclass predictions are compared as predicted labels; the others as numbers."""
-    return "categorical" if task == "multiclass" else "numerical"
-
-
-def prediction_column(task: TaskKind, classes: list[Any], raw: np.ndarray) -> pl.Series:
-    """The prediction column drift is measured on: probability/value, or the predicted label."""
-    if task == "multiclass":
-        labels = np.asarray([str(c) for c in classes])[np.asarray(raw).argmax(axis=1)]
-        return pl.Series(PREDICTION, labels, dtype=pl.String)
-    return pl.Series(PREDICTION, np.asarray(raw, dtype=np.float64).reshape(-1))
-
-
-def reference_sample(training: pl.DataFrame, spec: FeatureSpec, raw_predictions: np.ndarray) -> pl.DataFrame:
-    """The reference rows of a new version: features and target plus the version's own predictions.
-
-    Args:
-        training: The sampled training rows, as returned by :func:`reference_rows`.
-        spec: The version's feature spec.
-        raw_predictions: The version's predictions on ``training``, row for row.
-    """
-    kept = training.select([*spec.features, spec.target])
-    return kept.with_columns(prediction_column(spec.task, spec.classes, raw_predictions))
-
-
-def reference_rows(training: pl.DataFrame, drift: DriftConfig) -> pl.DataFrame:
-    """A seeded sample of at most ``drift.reference_rows`` training rows (all rows when fewer)."""
-    return _sample(training, drift.reference_rows, drift.reference_seed)
-
-
-def reference_batches(manifest: Manifest, run_tags: dict[str, str], version: str) -> list[BatchRecord]:
-    """The accepted batches a version was trained on, from its run's lineage tags.
-
-    Used to rebuild the reference of a champion registered without one.
-
-    Raises:
-        NoDataError: the run records no training batches, or some are no longer in the store.
-    """
-    wanted = [b for b in run_tags.get("retrainer.training_batches", "").split(",") if b]
-    if not wanted:
-        raise NoDataError(manifest.model, f"v{version} records no training batches: cannot build its reference")
-    found = {b.batch_id: b for b in manifest.batches}
-    missing = [b for b in wanted if b not in found]
-    if missing:
-        raise NoDataError(manifest.model, f"v{version} was trained on batches no longer stored: {missing}")
-    return [found[b] for b in wanted]
-
-
-@dataclass(frozen=True)
-class Window:
-    """The accepted batches a check covers, oldest first."""
-
-    batches: list[BatchRecord]
-
-    @property
-    def batch_ids(self) -> list[str]:
-        """Ids of the batches."""
-        return [b.batch_id for b in self.batches]
-
-    @property
-    def label(self) -> str:
-        """How error messages name the window."""
-        return f"window {','.join(self.batch_ids)}"
-
-
-def select_window(
-    manifest: Manifest, window: DriftWindow, last_checked: str | None, batch_id: str | None = None
-) -> Window | None:
-    """Pick the batches to check; ``None`` when ``since_last_check`` finds nothing new.
-
-    Raises:
-        NoDataError: no accepted batch yet, or ``batch_id`` is not an accepted batch.
-    """
-    batches = manifest.batches
-    if not batches:
-        raise NoDataError(manifest.model, "no accepted batch to check yet")
-    if batch_id is not None:
-        chosen = [b for b in batches if b.batch_id == batch_id]
-        if not chosen:
-            raise NoDataError(manifest.model, f"batch {batch_id!r} is not an accepted batch")
-        return Window(chosen)
-    if window.mode == "since_last_check" and last_checked is not None:
-        ids = [b.batch_id for b in batches]
-        newer = batches[ids.index(last_checked) + 1 :] if last_checked in ids else batches
-        return Window(newer[-window.batches :]) if newer else None
-    return Window(batches[-window.batches :])
-
-
-@dataclass(frozen=True)
-class Performance:
-    """The champion's primary metric on a labelled window against its holdout figure.
-
-    ``change`` is sign-adjusted: negative means worse. ``degraded`` when it is below ``-tolerance``
-    and the window has at least ``min_rows`` labelled rows (fewer are reported, never judged: the
-    metric of a handful of rows is mostly noise).
-    """
-
-    metric: str
-    window: float
-    holdout: float | None
-    change: float | None
-    tolerance: float
-    degraded: bool
-    rows: int
-    min_rows: int
 
 
 @dataclass(frozen=True)
@@ -269,7 +162,7 @@ def check_window(
         DataError: the window has no rows or lacks feature columns (naming each column).
     """
     now = now or datetime.now(UTC)
-    _validate(current, schema, window.label)
+    require_features(current, schema, window.label)
     current = current.with_columns(prediction_column(config.task, config.class_labels, champion_predictions))
     drift = config.drift
     kinds = ColumnKinds(list(schema.numeric), list(schema.categorical))
@@ -292,58 +185,59 @@ def check_window(
         drift_share=share,
         drift_detected=detected,
         prediction=verdicts.get(PREDICTION),
-        performance=_performance(config, schema, current, champion_predictions, holdout_figure),
+        performance=window_performance(config, schema, current, champion_predictions, holdout_figure),
     )
-    return CheckResult(check, replace(report, html=with_banner(report.html, _report_banner(check, report, drift))))
+    return CheckResult(check, opened_report(check, report, drift))
 
 
-def _report_banner(check: DriftCheck, report: EvidentlyRun, drift: DriftConfig) -> list[str]:
-    """The lines shown above the Evidently report: retrainer's verdict, and what the report covers.
+def check_champion(
+    store: BatchStore,
+    registry: Registry,
+    config: ModelConfig,
+    champion: VersionInfo,
+    reference: pl.DataFrame,
+    window: Window,
+    now: datetime | None = None,
+) -> CheckResult:
+    """Check a stored window: read it once, predict it with the champion as served, compare with the reference.
 
-    Evidently's page counts only the features and rows it was given; on big windows that is a
-    sample of the most drifted features, so its own dataset verdict can differ from the check's.
+    Args:
+        store: The model's batch store.
+        registry: The registry holding ``champion``.
+        config: The model's config.
+        champion: The version checked; its ``retrainer.metrics`` tag gives the holdout figure the
+            labelled performance is judged against.
+        reference: The champion's reference sample (:func:`~retrainer.monitor.reference.champion_reference`).
+        window: The batches to check.
+        now: When the check happens (default: now).
+
+    Raises:
+        DataError: the window has no rows or lacks feature columns (naming each column).
+        RegistryError: the champion cannot be loaded.
     """
-    drifted = sum(c.drifted for c in check.columns)
-    verdict = "Dataset drift detected" if check.drift_detected else "No dataset drift"
-    lines = [
-        f"retrainer {check.check_id}: {check.model}, champion v{check.champion_version}, "
-        f"batches {', '.join(check.batch_ids)}",
-        f"{verdict}: {drifted} of {len(check.columns)} features drifted "
-        f"(share {check.drift_share:.2f}; dataset drift needs {drift.drift_share:.2f}).",
-    ]
-    if check.prediction is not None:
-        moved = "drifted" if check.prediction.drifted else "did not drift"
-        lines.append(f"The champion's predictions {moved} ({_scored(check.prediction)}).")
-    if check.engine == "polars":
-        lines.append(
-            f"Every feature was scored on all {check.reference_rows:,} reference and {check.current_rows:,} "
-            f"window rows. This report draws the {len(report.columns)} most drifted of {len(check.columns)} "
-            f"features on seeded samples of {report.reference_rows:,} and {report.current_rows:,} rows, "
-            "so its own counts and dataset verdict cover only those."
-        )
-    elif (report.reference_rows, report.current_rows) != (check.reference_rows, check.current_rows):
-        lines.append(
-            f"Scores come from this report, drawn on seeded samples of {report.reference_rows:,} reference "
-            f"and {report.current_rows:,} window rows (of {check.reference_rows:,} and {check.current_rows:,})."
-        )
-    ruled = [f"{c.column} ({c.note})" for c in check.columns if c.note]
-    if ruled:
-        lines.append("Drifted by rule, whatever the score: " + "; ".join(ruled) + ".")
-    return lines
+    schema = schema_for(config, [], store.manifest().features)
+    read = predict_window(store, registry, champion, window, schema)
+    figure = holdout_figure(champion.tags, config.primary_metric)
+    return check_window(
+        champion.model, config, schema, champion.version, reference, window, read.rows, read.predictions, figure, now
+    )
 
 
-def _scored(column: ColumnDrift) -> str:
-    score = "no score" if column.score is None else f"{column.score:.4g}"
-    return f"{column.method} {score}, threshold {column.threshold:g}"
+def check_metrics(check: DriftCheck) -> dict[str, float]:
+    """The metrics a check's MLflow monitoring run records.
 
-
-def _validate(current: pl.DataFrame, schema: Schema, source: str) -> None:
-    missing = [c for c in schema.features if c not in current.columns]
-    if missing:
-        violations = [Violation("missing_column", "feature column absent from the window", c) for c in missing]
-        raise DataError(source, violations)
-    if current.height == 0:
-        raise DataError(source, [Violation("empty_window", "the window has no rows to check")])
+    Returns:
+        ``drift_share`` and ``drifted_columns`` always; ``drift_score.<column>`` for every column
+        with a score (rule verdicts have none); ``prediction_drift_score`` when the prediction was
+        scored; ``window_<metric>`` when labelled performance was measured.
+    """
+    metrics = {"drift_share": check.drift_share, "drifted_columns": float(sum(c.drifted for c in check.columns))}
+    metrics.update({f"drift_score.{c.column}": c.score for c in check.columns if c.score is not None})
+    if check.prediction is not None and check.prediction.score is not None:
+        metrics["prediction_drift_score"] = check.prediction.score
+    if check.performance is not None:
+        metrics[f"window_{check.performance.metric}"] = check.performance.window
+    return metrics
 
 
 def _all_null(reference: pl.DataFrame, current: pl.DataFrame, kinds: ColumnKinds) -> dict[str, str]:
@@ -399,8 +293,8 @@ def _drift_verdicts(
         verdicts = {v.column: v for v in found}
         shown = _most_drifted(kinds, verdicts, drift.report_columns)
         report = run_evidently(
-            _sample(reference, drift.report_rows, drift.reference_seed),
-            _sample(current, drift.report_rows, drift.reference_seed),
+            seeded_sample(reference, drift.report_rows, drift.reference_seed),
+            seeded_sample(current, drift.report_rows, drift.reference_seed),
             shown,
             _pinned(drift, [verdicts[c] for c in [*shown.all, PREDICTION]]),
             (PREDICTION, predicted),
@@ -408,8 +302,8 @@ def _drift_verdicts(
         return verdicts, "polars", report
     rows = drift.fast_above if big else max(reference.height, current.height)
     report = run_evidently(
-        _sample(reference, rows, drift.reference_seed),
-        _sample(current, rows, drift.reference_seed),
+        seeded_sample(reference, rows, drift.reference_seed),
+        seeded_sample(current, rows, drift.reference_seed),
         kinds,
         drift,
         (PREDICTION, predicted),
@@ -441,10 +335,6 @@ def _most_drifted(kinds: ColumnKinds, verdicts: dict[str, ColumnDrift], count: i
     return kinds.without(set(ranked[count:]))
 
 
-def _sample(frame: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
-    return frame if frame.height <= rows else frame.sample(n=rows, seed=seed)
-
-
 def _apply_rules(
     verdict: ColumnDrift | None,
     column: str,
@@ -462,72 +352,3 @@ def _apply_rules(
         note = "unseen categories: " + ", ".join(unseen[column][:10])
         return ColumnDrift(column, kind, verdict.method, verdict.score, verdict.threshold, True, note)
     return verdict
-
-
-def _performance(
-    config: ModelConfig,
-    schema: Schema,
-    current: pl.DataFrame,
-    predictions: np.ndarray,
-    holdout_figure: float | None,
-) -> Performance | None:
-    """The champion's primary metric on the window's labelled rows, if it has any."""
-    if schema.target not in current.columns:
-        return None
-    labelled = current[schema.target].is_not_null().to_numpy()
-    if not labelled.any():
-        return None
-    spec = FeatureSpec(config.task, schema.target, schema.features, schema.categorical, config.class_labels)
-    metric = config.primary_metric
-    labels = label_vector(current.filter(pl.Series(labelled)), spec)
-    value = point_metric(config.task, metric, labels, np.asarray(predictions)[labelled])
-    if not np.isfinite(value):
-        return None
-    change = orientation(metric) * (value - holdout_figure) if holdout_figure is not None else None
-    drift, rows = config.drift, int(labelled.sum())
-    degraded = change is not None and rows >= drift.performance_min_rows and change < -drift.performance_tolerance
-    return Performance(
-        metric, value, holdout_figure, change, drift.performance_tolerance, degraded, rows, drift.performance_min_rows
-    )
-
-
-def holdout_figure(version_tags: dict[str, str], metric: str) -> float | None:
-    """The version's own holdout value of ``metric`` when it was judged, from its decision tags."""
-    recorded = version_tags.get("retrainer.metrics")
-    if not recorded:
-        return None
-    value = json.loads(recorded).get(metric, {}).get("challenger")
-    return float(value) if value is not None else None
-
-
-def incident_events(check: DriftCheck, assessment: Assessment, report_uri: str) -> list[events.Event]:
-    """The events a newly opened incident announces (none for any other action).
-
-    ``drift.detected`` when the dataset drifted, ``performance.degraded`` when labelled performance
-    fell beyond tolerance; both keyed by the incident, so repeats collapse.
-    """
-    incident = assessment.incident
-    if assessment.action is not Action.OPENED or incident is None:
-        return []
-    payload = events.drift_payload(
-        incident_key=incident.key,
-        reason=f"drift incident {incident.key}",
-        drift_share=check.drift_share,
-        drift_detected=check.drift_detected,
-        top_columns=[{"column": c.column, "score": c.score, "method": c.method} for c in check.top_drifted()],
-        prediction_drift=check.prediction.score if check.prediction else None,
-        report_uri=report_uri,
-        champion_version=check.champion_version,
-        batch_ids=check.batch_ids,
-        check_id=check.check_id,
-    )
-    related = [events.incident_resource(incident.key)]
-    found = []
-    if check.drift_detected:
-        found.append(events.Event(events.DRIFT_DETECTED, check.model, payload, key=incident.key, related=related))
-    if check.performance is not None and check.performance.degraded:
-        performance = {**payload, "performance": asdict(check.performance)}
-        found.append(
-            events.Event(events.PERFORMANCE_DEGRADED, check.model, performance, key=incident.key, related=related)
-        )
-    return found

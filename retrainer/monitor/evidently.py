@@ -7,8 +7,6 @@ values would otherwise be taken for categories).
 
 from __future__ import annotations
 
-import html
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -119,25 +117,6 @@ def run_evidently(
         reference_rows=reference.height,
         current_rows=current.height,
     )
-
-
-_BANNER_STYLE = (
-    "font-family:sans-serif;font-size:15px;line-height:1.5;margin:16px;padding:12px 16px;"
-    "border-left:6px solid #4b5563;background:#f3f4f6;color:#111827"
-)
-
-
-def with_banner(report_html: str, lines: list[str]) -> str:
-    """``report_html`` with ``lines`` shown as an escaped text block above Evidently's own content.
-
-    The block goes right after the ``<body>`` tag of Evidently's standalone page (at the very start
-    when there is none), so it is the first thing a reader sees.
-    """
-    paragraphs = "".join(f"<p style='margin:4px 0'>{html.escape(line)}</p>" for line in lines)
-    banner = f"<div id='retrainer-verdict' style='{_BANNER_STYLE}'>{paragraphs}</div>"
-    body = re.search(r"<body[^>]*>", report_html, flags=re.IGNORECASE)
-    at = body.end() if body else 0
-    return report_html[:at] + banner + report_html[at:]
 
 
 def _pandas(frame: pl.DataFrame, numerical: list[str], categorical: list[str]) -> pd.DataFrame:

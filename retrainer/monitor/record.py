@@ -1,15 +1,50 @@
-"""The record of a drift check, as markdown for its Prefect run (pure text, no Prefect)."""
+"""The record of a drift check: its MLflow monitoring run, and markdown for its Prefect run (no Prefect)."""
 
 from __future__ import annotations
 
 from retrainer.markdown import number, table
-from retrainer.monitor.check import DriftCheck, Performance
+from retrainer.model.registry import Registry
+from retrainer.monitor.check import CheckResult, DriftCheck, check_metrics
 from retrainer.monitor.incidents import Assessment
+from retrainer.monitor.performance import Performance
+
+SUMMARY_ARTIFACT = "drift/summary.json"
+REPORT_JSON_ARTIFACT = "drift/report.json"
+REPORT_HTML_ARTIFACT = "drift/report.html"
 
 _ENGINES = {
     "polars": "exact scores on every row (polars); the Evidently report draws a sample of the most drifted columns",
     "evidently": "Evidently",
 }
+
+
+def log_check(registry: Registry, result: CheckResult) -> str:
+    """Record a check as a finished MLflow monitoring run of its model.
+
+    The run is named by the check id, with the engine and row counts as params, the champion
+    version, batch ids and check id as tags, :func:`~retrainer.monitor.check.check_metrics` as
+    metrics, and the JSON summary, Evidently's JSON snapshot and its HTML page as artifacts.
+
+    Returns:
+        The URI of the stored HTML report.
+
+    Raises:
+        RegistryError: the registry fails (``TransientRegistryError`` when worth retrying).
+    """
+    check = result.check
+    params = {"engine": check.engine, "reference_rows": check.reference_rows, "current_rows": check.current_rows}
+    tags = {
+        "retrainer.champion_version": check.champion_version,
+        "retrainer.batch_ids": ",".join(check.batch_ids),
+        "retrainer.check_id": check.check_id,
+    }
+    run_id = registry.start_run(check.model, check.check_id, params, tags, purpose="monitoring")
+    registry.log_metrics(run_id, check_metrics(check))
+    registry.log_dict(run_id, check.summary(), SUMMARY_ARTIFACT)
+    registry.log_text(run_id, result.report.snapshot_json, REPORT_JSON_ARTIFACT)
+    report_uri = registry.log_text(run_id, result.report.html, REPORT_HTML_ARTIFACT)
+    registry.end_run(run_id)
+    return report_uri
 
 
 def check_markdown(check: DriftCheck, assessment: Assessment, report_uri: str) -> str:

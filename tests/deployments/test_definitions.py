@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
@@ -9,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from deployments.definitions import deployments, schedule_specs, trigger_specs
+from deployments.definitions import deployments, schedule_specs, trigger_specs, triggers
+from deployments.notify_on_promotion import BODY, SUBJECT, trigger_spec
 from deployments.prefect_yaml import render
 from retrainer import events
 from retrainer.config import load_project, parse_project
@@ -76,3 +79,102 @@ def test_schedules_follow_each_models_automation_config() -> None:
     specs = {s["slug"]: s for s in schedule_specs(parse_project(config, "test"))}
     assert set(specs) == {"monitor-churn", "monitor-ads"}
     assert specs["monitor-ads"]["interval"] == 30 and specs["monitor-churn"]["cron"] == "0 * * * *"
+
+
+@dataclass(frozen=True)
+class _Performance:
+    metric: str = "roc_auc"
+    window: float = 0.7
+    holdout: float | None = 0.8
+    change: float | None = -0.1
+    tolerance: float = 0.02
+    degraded: bool = True
+    rows: int = 300
+    min_rows: int = 200
+
+
+def _made_events() -> dict[str, events.Event]:
+    """One event of each constructor, as the producers make them."""
+    from retrainer.cycle.plan import Trigger
+
+    batch = {"batch_id": "b1", "sha256": "0" * 64, "rows": 10, "time_min": None, "time_max": None, "source": "/a.csv"}
+    evidence = events.DriftEvidence(check_id="c1", drift_share=0.5, drift_detected=True)
+    incident = {"model": "churn", "incident_key": "churn:v1:c1", "reason": "drift incident churn:v1:c1"}
+    decided = {"model": "churn", "version": "2", "champion_before": "1", "reasons": ["better"], "trigger": Trigger()}
+    return {
+        "files_landed": events.files_landed(model="churn", files=["/a.csv"], source="airflow", notice_id="n1"),
+        "data_arrived/monitor": events.data_arrived(model="churn", **batch, retrain_directly=False),
+        "data_arrived/retrain": events.data_arrived(model="churn", **batch, retrain_directly=True),
+        "data_rejected": events.data_rejected(model="churn", source=Path("/a.csv"), violations=[], quarantined=None),
+        "drift_detected": events.drift_detected(**incident, evidence=evidence),
+        "drift_detected/alert": events.drift_detected(**incident, evidence=evidence, source="ci"),
+        "performance_degraded": events.performance_degraded(**incident, evidence=evidence, performance=_Performance()),
+        "promoted": events.model_decided(**decided, outcome="Promoted", champion_after="2"),
+        "rejected": events.model_decided(**decided, outcome="Rejected", champion_after="1"),
+        "rolled_back": events.rolled_back(model="churn", from_version="2", to_version="1", reason="canary"),
+    }
+
+
+def _fires(trigger: Any, event: events.Event) -> bool:
+    """What Prefect checks before a reactive trigger fires: the event name and the resource labels."""
+    from prefect.events.schemas.events import Resource, matches
+
+    return any(matches(e, event.name) for e in trigger.expect) and trigger.match.matches(Resource(event.resource))
+
+
+def _payload_paths(templates: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(m.split(".")) for t in templates for m in re.findall(r"event\.payload\.([A-Za-z_.]+)", t)}
+
+
+def _has(payload: dict[str, Any], path: tuple[str, ...]) -> bool:
+    value: Any = payload
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
+
+
+def test_triggers_match_on_the_shared_pattern() -> None:
+    for specs in trigger_specs().values():
+        for spec in specs:
+            assert spec["match"]["prefect.resource.id"] == events.MODEL_RESOURCE_PATTERN, spec["name"]
+    assert trigger_spec()["match"] == events.model_resources_match()
+
+
+def test_each_constructed_event_starts_exactly_the_deployment_meant_for_it() -> None:
+    served = {t.name: t for flow_name in ("ingest", "monitor", "retrain", "rollback") for t in triggers(flow_name)}
+    fired = {label: sorted(n for n, t in served.items() if _fires(t, e)) for label, e in _made_events().items()}
+    assert fired == {
+        "files_landed": ["ingest-on-data-notice"],
+        "data_arrived/monitor": ["monitor-on-new-data"],
+        "data_arrived/retrain": ["retrain-on-new-data"],
+        "data_rejected": [],
+        "drift_detected": ["retrain-on-drift"],
+        "drift_detected/alert": ["retrain-on-drift"],
+        "performance_degraded": ["retrain-on-degraded-performance"],
+        "promoted": [],
+        "rejected": [],
+        "rolled_back": [],
+    }
+
+
+def test_every_payload_field_a_trigger_reads_is_in_the_events_it_fires_on() -> None:
+    served = [t for flow_name in ("ingest", "monitor", "retrain") for t in triggers(flow_name)]
+    made = _made_events().values()
+    for trigger in served:
+        wanted = _payload_paths([str(v) for v in trigger.parameters.values()])
+        for event in (e for e in made if _fires(trigger, e)):
+            assert [p for p in wanted if not _has(event.payload, p)] == [], (trigger.name, event.name)
+
+
+def test_the_promotion_notification_reads_only_fields_a_promotion_carries() -> None:
+    from prefect.events.schemas.automations import EventTrigger
+
+    notify = EventTrigger(**{k: v for k, v in trigger_spec().items() if k != "type"})
+    fired = [label for label, e in _made_events().items() if _fires(notify, e)]
+    assert fired == ["promoted"]
+    promoted = _made_events()["promoted"]
+    wanted = _payload_paths([SUBJECT, BODY])
+    assert wanted == {("champion_after",), ("champion_before",), ("trigger", "reason"), ("reasons",)}
+    assert [p for p in wanted if not _has(promoted.payload, p)] == []

@@ -16,8 +16,8 @@ from flows.monitor import monitor
 from flows.retrain import retrain
 from retrainer.app.cli import main as cli_main
 from retrainer.data.synth import demo_config, make_batch
-from retrainer.monitor.check import REFERENCE_ARTIFACT
 from retrainer.monitor.incidents import retrain_started
+from retrainer.monitor.reference import REFERENCE_ARTIFACT
 from tests.conftest import Project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

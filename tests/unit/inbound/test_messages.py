@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from retrainer import events
-from retrainer.inbound.messages import DataNotice, DriftAlert, data_event, drift_event, read_snapshot
+from retrainer.inbound.messages import DataNotice, DriftAlert, DriftedColumn, data_event, drift_event, read_snapshot
 
 # The keys of the drift.detected payload the monitor emits (tests/unit/monitor/test_incidents.py checks them there).
 MONITOR_PAYLOAD_KEYS = {
@@ -139,3 +139,21 @@ def test_the_sender_names_the_field_a_message_gets_wrong_before_sending() -> Non
         drift_alert("churn", source="ci")
     with pytest.raises(ConfigError, match=r"invalid DataNotice: source: String should match pattern"):
         data_notice("churn", [Path("/landing/a.parquet")], source="has space")
+
+
+def test_messages_become_the_events_of_the_shared_constructors() -> None:
+    alert = DriftAlert(model="churn", source="ci", alert_id="run-9", drift_share=0.6, drifted_columns=["tenure"])
+    key = "churn:alert:ci:run-9"
+    evidence = events.DriftEvidence(
+        check_id="run-9",
+        drift_share=0.6,
+        drift_detected=True,
+        top_columns=[DriftedColumn(column="tenure")],
+    )
+    expected = events.drift_detected(
+        model="churn", incident_key=key, reason="drift alert run-9 from ci", evidence=evidence, source="ci"
+    )
+    assert drift_event(alert) == expected
+    notice = DataNotice(model="churn", source="airflow", files=["/landing/a.parquet"], notice_id="dag-7")
+    landed = events.files_landed(model="churn", files=["/landing/a.parquet"], source="airflow", notice_id="dag-7")
+    assert data_event(notice) == landed

@@ -15,18 +15,13 @@ from retrainer.config import DriftConfig, DriftWindow, ModelConfig
 from retrainer.data.contract import Schema, schema_for
 from retrainer.data.store import BatchRecord, Manifest
 from retrainer.errors import DataError, NoDataError
-from retrainer.monitor.check import (
-    PREDICTION,
-    CheckResult,
-    Window,
-    check_window,
-    holdout_figure,
-    prediction_column,
-    select_window,
-)
-from retrainer.monitor.evidently import with_banner
+from retrainer.monitor.check import CheckResult, check_window
 from retrainer.monitor.incidents import Action, Assessment
+from retrainer.monitor.page import with_banner
+from retrainer.monitor.performance import holdout_figure
 from retrainer.monitor.record import check_markdown
+from retrainer.monitor.reference import PREDICTION, prediction_column
+from retrainer.monitor.window import Window, select_window
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -463,8 +463,9 @@ def _column(name: str, score: float, drifted: bool, threshold: float = 0.1) -> C
 
 
 def _drift_check(drifted: bool = True, degraded: bool = False) -> DriftCheck:
-    from retrainer.monitor.check import DriftCheck, Performance
+    from retrainer.monitor.check import DriftCheck
     from retrainer.monitor.fast_stats import ColumnDrift
+    from retrainer.monitor.performance import Performance
 
     columns = [
         _column("a", 0.3, True),
@@ -491,7 +492,7 @@ def _drift_check(drifted: bool = True, degraded: bool = False) -> DriftCheck:
 
 
 def _incident_events(check: DriftCheck, assessment: Assessment, report_uri: str) -> list[events.Event]:
-    from retrainer.monitor.check import incident_events
+    from retrainer.monitor.announce import incident_events
 
     return incident_events(check, assessment, report_uri)
 
