@@ -39,8 +39,11 @@ lock:
 demo: install
 	$(BIN)/retrainer demo $(if $(DEMO_DIR),--workdir $(DEMO_DIR)) $(if $(KEEP),--keep)
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), each file whole on one worker so that its
+# servers and fixtures are shared; the slowest tests are listed at the end.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The decision record in the Prefect UI, in headless Chromium from Debian's package (installed if missing).
 test-ui: install

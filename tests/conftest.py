@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import yaml
 
 from retrainer.workspace import Workspace
 
-# Set before anything imports Prefect or MLflow: no telemetry, no network, no progress bars.
+# Set before anything imports Prefect or MLflow: no telemetry, no network, no progress bars, and a
+# Prefect home of this test process's own (results, profiles), so parallel workers never share one.
 os.environ.update(
     {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -22,6 +24,7 @@ os.environ.update(
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_HOME": tempfile.mkdtemp(prefix="retrainer-tests-prefect-"),
     }
 )
 
