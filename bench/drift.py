@@ -368,8 +368,8 @@ def _versions() -> str:
 
 def _code() -> str:
     """Short SHA-256 of the retrainer modules measured, to tie the figures to the code."""
-    root = Path(__file__).resolve().parents[1] / "retrainer"
-    names = ("drift_stats.py", "drift.py", "monitoring.py")
+    root = Path(__file__).resolve().parents[1] / "retrainer" / "monitor"
+    names = ("fast_stats.py", "evidently.py", "check.py", "page.py", "reference.py")
     return ", ".join(f"{n} {hashlib.sha256((root / n).read_bytes()).hexdigest()[:12]}" for n in names)
 
 
