@@ -305,6 +305,15 @@ def files_landed(*, model: str, files: Sequence[str], source: str, notice_id: st
     )
 
 
+# Bounds of a ``data.rejected`` payload: 20 × 500 characters keeps it near 10 KB, under Prefect's limit.
+MAX_VIOLATIONS = 20
+MAX_VIOLATION_CHARS = 500
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
+
+
 def data_rejected(
     *, model: str, source: PurePath, violations: Sequence[Violation], quarantined: PurePath | None
 ) -> Event:
@@ -320,10 +329,16 @@ def data_rejected(
 
     Returns:
         The event; payload keys ``source`` (str), ``violations`` (list of str), ``quarantined`` (str or None).
+        The payload stays far below Prefect's event size limit whatever the file held: at most
+        :data:`MAX_VIOLATIONS` violations (then one line counting the rest), each cut to
+        :data:`MAX_VIOLATION_CHARS` characters; the quarantined reason file has them all.
     """
+    rendered = [_cut(v.render(str(source)), MAX_VIOLATION_CHARS) for v in violations[:MAX_VIOLATIONS]]
+    if len(violations) > MAX_VIOLATIONS:
+        rendered.append(f"… and {len(violations) - MAX_VIOLATIONS} more violation(s)")
     payload = {
-        "source": str(source),
-        "violations": [v.render(str(source)) for v in violations],
+        "source": _cut(str(source), MAX_VIOLATION_CHARS),
+        "violations": rendered,
         "quarantined": str(quarantined) if quarantined else None,
     }
     return Event(DATA_REJECTED, model, payload, key=f"{model}:{source}:{quarantined}")
@@ -498,8 +513,7 @@ def _drift_payload(
 ) -> dict[str, Any]:
     """The payload of ``drift.detected`` (and the base of ``performance.degraded``), wherever it is emitted.
 
-    Producers call :func:`drift_detected` / :func:`performance_degraded`, which build it; it stays public
-    until the monitor's ``incident_events`` calls them too.
+    Built only by :func:`drift_detected` and :func:`performance_degraded`.
 
     Args:
         incident_key: The incident the event opens; the retrain it starts answers it.

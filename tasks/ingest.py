@@ -58,7 +58,7 @@ def publish_ingest_report(model: str, outcomes: list[IngestOutcome]) -> IngestRe
     rows = [
         {
             "file": str(o.source),
-            "result": "accepted" if o.ok else "quarantined",
+            "result": _result(o),
             "batch_id": o.accepted.batch_id if o.accepted else "",
             "rows": o.accepted.rows if o.accepted else 0,
             "detail": str(o.error) if o.error else "",
@@ -67,3 +67,11 @@ def publish_ingest_report(model: str, outcomes: list[IngestOutcome]) -> IngestRe
     ]
     create_table_artifact(rows, key=artifact_key("ingest", model), description=f"Ingested files for {model}")
     return IngestReport.of(outcomes)
+
+
+def _result(outcome: IngestOutcome) -> str:
+    if outcome.ok:
+        return "accepted"
+    if outcome.missing:
+        return "missing"
+    return "quarantined" if outcome.quarantined else "refused"

@@ -7,6 +7,7 @@ is an error that names the key and the file instead of a silently ignored settin
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -220,6 +221,17 @@ class AutomationConfig(_Strict):
         return self
 
 
+class IngestConfig(_Strict):
+    """Limits the ingest enforces on every incoming file of the model, before it is parsed."""
+
+    max_file_bytes: int = Field(
+        1024**3, ge=1, description="Larger files are refused unread (checked with stat before opening)"
+    )
+    time_tolerance_seconds: float = Field(
+        86_400.0, ge=0, description="Timestamps later than now plus this are refused as from the future"
+    )
+
+
 class ModelConfig(_Strict):
     """Everything retrainer needs to know about one model."""
 
@@ -236,6 +248,7 @@ class ModelConfig(_Strict):
     promotion: PromotionPolicy = PromotionPolicy()
     drift: DriftConfig = DriftConfig()
     automation: AutomationConfig = AutomationConfig()
+    ingest: IngestConfig = IngestConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -312,6 +325,22 @@ class WebhookConfig(_Strict):
     replay_window_seconds: int = Field(300, ge=10, le=3600, description="Accepted signature age (and clock skew)")
     requests_per_minute: int = Field(60, ge=1, description="Per source address, refused with 429 beyond")
     burst: int = Field(20, ge=1, description="Requests a quiet source may send at once")
+    landing_roots: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Absolute directories a data notice may name files under; empty refuses every data notice",
+    )
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Deadline to receive a request's headers, and then its body"
+    )
+
+    @field_validator("landing_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            if not root.startswith("/") or "\\" in root or "\x00" in root or ".." in root.split("/"):
+                raise ValueError(f"{root!r}: a landing root is an absolute POSIX directory without '..'")
+        return roots
 
 
 class ProjectConfig(_Strict):
@@ -343,7 +372,7 @@ def load_project(path: Path) -> ProjectConfig:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found (set RETRAINER_CONFIG)") from None
     except OSError as exc:
@@ -351,6 +380,24 @@ def load_project(path: Path) -> ProjectConfig:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_project(raw, source=str(path))
+
+
+def _unique_key_loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses a mapping naming the same key twice (the last would win silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, Hashable) and key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                if isinstance(key, Hashable):
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def parse_project(raw: object, source: str) -> ProjectConfig:

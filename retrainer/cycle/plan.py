@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,8 @@ def _digest(batches: list[BatchRecord]) -> str:
 def plan_split(manifest: Manifest, config: ModelConfig) -> DataSplit:
     """Pick the holdout (newest batches) and the training window (the next newest).
 
+    "Newest" is by data time capped at arrival time (see :func:`_newest_last`).
+
     Raises:
         NoDataError: no batch has been accepted for the model.
     """
@@ -81,7 +84,27 @@ def plan_split(manifest: Manifest, config: ModelConfig) -> DataSplit:
 
 
 def _newest_last(batches: list[BatchRecord]) -> list[BatchRecord]:
-    return sorted(batches, key=lambda b: (b.time_max or "", b.ingested_at))
+    """Order batches by how recent their data is, never later than their arrival; ties keep acceptance order.
+
+    A batch's data cannot be newer than the moment it was ingested, so its latest timestamp is capped
+    at its ingest time: a batch stamped in the far future (year 9999, or anything within the ingest
+    tolerance) ranks as of its arrival and gives up the holdout once data newer than that arrives.
+    """
+    return sorted(batches, key=_recency)
+
+
+def _recency(batch: BatchRecord) -> datetime:
+    arrived = _as_naive_utc(batch.ingested_at) or datetime.min
+    latest = _as_naive_utc(batch.time_max) if batch.time_max else None
+    return min(latest, arrived) if latest is not None else arrived
+
+
+def _as_naive_utc(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 @dataclass

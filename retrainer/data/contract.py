@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +19,19 @@ from retrainer.config import ModelConfig
 from retrainer.errors import DataError, Violation
 
 SUPPORTED_SUFFIXES = (".parquet", ".csv")
+# Floats below this magnitude hold whole numbers exactly, so their integer spelling is unambiguous.
+_EXACT_INTEGERS = 2**53
 _EXAMPLES = 3
+EXAMPLE_CHARS = 80
+"""Longest raw value quoted in a violation; a longer one is cut and marked with its full length."""
+_DETAIL_CHARS = 300
+
+
+def bounded(text: str, limit: int = _DETAIL_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, marked with its full length when cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text)} chars)"
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ def read_table(data: bytes, source: str) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(data))
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(source, [Violation("unreadable", first_line)]) from None
+        raise DataError(source, [Violation("unreadable", bounded(first_line))]) from None
 
 
 def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source: str) -> pl.DataFrame:
@@ -106,6 +119,16 @@ def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source
     if frame.height == 0:
         # Without rows every column rule holds vacuously (or, like all_null, fails vacuously).
         raise DataError(source, [*violations, Violation("empty", "the batch has no rows")])
+    nested = _nested_columns(frame, schema)
+    violations += [
+        Violation("nested_type", f"{frame.schema[c]} values cannot be read as {_kind_of(c, schema)}", c) for c in nested
+    ]
+    temporal = _temporal_numbers(frame, schema)
+    violations += [
+        Violation("not_numeric_type", f"{frame.schema[c]} values are times, not numbers: declare the column", c)
+        for c in temporal
+    ]
+    frame = frame.drop([*nested, *temporal])
     present = schema.present_in(frame.columns)
     typed = frame.with_columns(_casts(frame, present, config))
     for check in _COLUMN_CHECKS:
@@ -115,9 +138,46 @@ def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source
     return typed
 
 
+def _nested_columns(frame: pl.DataFrame, schema: Schema) -> list[str]:
+    """Required columns holding lists, arrays, structs or objects, which no cast can make scalar."""
+    return [c for c in schema.required if c in frame.columns and _not_scalar(frame.schema[c])]
+
+
+def _temporal_numbers(frame: pl.DataFrame, schema: Schema) -> list[str]:
+    """Numeric features holding dates, times or durations, whose numbers depend on the file's time unit."""
+    return [c for c in schema.numeric if c in frame.columns and frame.schema[c].is_temporal()]
+
+
+def level_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A categorical column as the text of its levels, spelled the same whatever dtype carried it.
+
+    Booleans read ``true``/``false``; a whole float reads as the integer it is (``1.0`` → ``1``, as
+    an integer column with gaps arrives from pandas); NaN is missing. The serving code stored with
+    each model spells values the same way (``retrainer.model.registry.serving``).
+    """
+    values = pl.col(column)
+    if not dtype.is_float():
+        return values.cast(pl.String)
+    whole = values.is_finite() & (values == values.floor()) & (values.abs() < _EXACT_INTEGERS)
+    text = pl.when(whole).then(values.cast(pl.Int64).cast(pl.String)).otherwise(values.cast(pl.String))
+    return pl.when(values.is_nan()).then(None).otherwise(text).alias(column)
+
+
+def _not_scalar(dtype: pl.DataType) -> bool:
+    return dtype.is_nested() or dtype == pl.Object
+
+
+def _kind_of(column: str, schema: Schema) -> str:
+    if column == schema.time_column:
+        return "a timestamp"
+    if column == schema.target:
+        return "a label"
+    return "a category" if column in schema.categorical else "a number"
+
+
 def _casts(frame: pl.DataFrame, schema: Schema, config: ModelConfig) -> list[pl.Expr]:
     casts = [pl.col(c).cast(pl.Float64, strict=False) for c in schema.numeric]
-    casts += [pl.col(c).cast(pl.String) for c in schema.categorical]
+    casts += [level_text(c, frame.schema[c]) for c in schema.categorical]
     if schema.time_column:
         casts.append(_as_datetime(frame, schema.time_column))
     if schema.target in frame.columns:
@@ -154,7 +214,7 @@ def _flag(frame: pl.DataFrame, column: str, bad: pl.Series, rule: str, what: str
     if not bad.any():
         return []
     shown = frame[column].filter(bad).cast(pl.String).unique(maintain_order=True).head(_EXAMPLES).to_list()
-    examples = ", ".join(repr(value) for value in shown)
+    examples = ", ".join(repr(bounded(value, EXAMPLE_CHARS) if value is not None else None) for value in shown)
     return [Violation(rule, f"{bad.sum()} {what}, e.g. {examples}", column)]
 
 
@@ -198,5 +258,26 @@ def _target_rules(frame: pl.DataFrame, typed: pl.DataFrame, schema: Schema, conf
     )
 
 
+def _time_rules(_: pl.DataFrame, typed: pl.DataFrame, schema: Schema, config: ModelConfig) -> list[Violation]:
+    column = schema.time_column
+    if column is None:
+        return []
+    times = _naive_utc(typed[column])
+    if times.null_count() == typed.height:
+        return [Violation("all_null", f"every one of {typed.height} timestamps is null or unreadable", column)]
+    tolerance = timedelta(seconds=config.ingest.time_tolerance_seconds)
+    limit = datetime.now(UTC).replace(tzinfo=None) + tolerance
+    future = times.is_not_null() & (times > limit)
+    what = f"timestamp(s) later than now + ingest.time_tolerance_seconds ({limit.isoformat(timespec='seconds')})"
+    return _flag(typed, column, future, "future_timestamp", what)
+
+
+def _naive_utc(times: pl.Series) -> pl.Series:
+    """``times`` as naive UTC, the clock the tolerance is measured on."""
+    if isinstance(times.dtype, pl.Datetime) and times.dtype.time_zone is not None:
+        return times.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return times
+
+
 _CheckFn = Callable[[pl.DataFrame, pl.DataFrame, Schema, ModelConfig], list[Violation]]
-_COLUMN_CHECKS: tuple[_CheckFn, ...] = (_castability, _all_null_features, _target_rules)
+_COLUMN_CHECKS: tuple[_CheckFn, ...] = (_castability, _all_null_features, _time_rules, _target_rules)

@@ -14,7 +14,7 @@ import polars as pl
 
 from retrainer.config import ClassLabel, ModelConfig
 from retrainer.config.metrics import TaskKind
-from retrainer.data.contract import Schema
+from retrainer.data.contract import Schema, level_text
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,18 @@ class FeatureSpec:
 
 def feature_matrix(frame: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
     """Return the float64 matrix (rows × features) the booster is trained and scored on."""
-    expressions = [_encode(name, spec.categorical.get(name)) for name in spec.features]
+    expressions = [_encode(name, spec.categorical.get(name), frame.schema[name]) for name in spec.features]
     return frame.select(expressions).to_numpy().astype(np.float64, copy=False)
 
 
-def _encode(name: str, levels: list[str] | None) -> pl.Expr:
+def _encode(name: str, levels: list[str] | None, dtype: pl.DataType) -> pl.Expr:
     column = pl.col(name)
     if levels is None:
         return column.cast(pl.Float64)
-    codes = column.cast(pl.String).replace_strict(
+    codes = level_text(name, dtype).replace_strict(
         {level: float(i) for i, level in enumerate(levels)}, default=float(len(levels)), return_dtype=pl.Float64
     )
-    return pl.when(column.is_null()).then(None).otherwise(codes).alias(name)
+    return pl.when(level_text(name, dtype).is_null()).then(None).otherwise(codes).alias(name)
 
 
 def label_vector(frame: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from retrainer.config import ModelConfig
-from retrainer.data.contract import check_batch, read_table, schema_for
+from retrainer.data.contract import bounded, check_batch, read_table, schema_for
 from retrainer.data.store import BatchRecord, BatchStore, Manifest, utc_now
 from retrainer.errors import DataError, Violation
+
+MISSING = "missing"
+"""Rule of a source file that does not exist."""
 
 
 @dataclass(frozen=True)
@@ -32,37 +37,57 @@ class IngestOutcome:
         """True when the batch was accepted."""
         return self.accepted is not None
 
+    @property
+    def missing(self) -> bool:
+        """True when the source file does not exist."""
+        return self.error is not None and any(v.rule == MISSING for v in self.error.violations)
+
 
 @dataclass(frozen=True)
 class IngestReport:
-    """Summary of one ingest call: accepted batch ids and every rejection message."""
+    """Summary of one ingest call: accepted batch ids, every rejection message, and the missing files."""
 
     accepted: list[str]
     rejected: list[str]
+    missing: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, outcomes: list[IngestOutcome]) -> IngestReport:
         """Summarise outcomes in file order."""
         accepted = [o.accepted.batch_id for o in outcomes if o.accepted is not None]
-        return cls(accepted, [str(o.error) for o in outcomes if o.error is not None])
+        rejected = [str(o.error) for o in outcomes if o.error is not None]
+        return cls(accepted, rejected, [str(o.source) for o in outcomes if o.missing])
+
+    @property
+    def verdict(self) -> str:
+        """The name of the ingest's final state.
+
+        ``Accepted`` (every file), ``PartlyAccepted`` (some), ``Missing`` (none, and every file is
+        missing) or ``Quarantined`` (none, and at least one file was rejected or refused).
+        """
+        if not self.rejected:
+            return "Accepted"
+        if self.accepted:
+            return "PartlyAccepted"
+        return "Missing" if len(self.missing) == len(self.rejected) else "Quarantined"
 
     @property
     def message(self) -> str:
-        """Every rejection (one line per broken rule), or the accepted count."""
-        if self.rejected:
-            return "\n".join(self.rejected)
-        return f"{len(self.accepted)} batch(es) accepted: {', '.join(self.accepted)}"
+        """The accepted count, then every rejection (one line per broken rule)."""
+        lines = [f"{len(self.accepted)} batch(es) accepted: {', '.join(self.accepted)}"] if self.accepted else []
+        return "\n".join([*lines, *self.rejected])
 
 
 def ingest_file(store: BatchStore, config: ModelConfig, source: Path) -> IngestOutcome:
     """Check ``source`` and store it as a new batch, or quarantine it with its reasons.
 
-    The source file is only read, never modified or removed.
+    The source file is only read, never modified or removed. Only a regular file (or a symlink to
+    one) of at most ``config.ingest.max_file_bytes`` is opened; anything else is refused unread and
+    not copied. Never raises for a bad file: every failure becomes the outcome's ``error``.
     """
     try:
-        data = source.read_bytes()
-    except OSError as exc:
-        error = DataError(str(source), [Violation("unreadable", exc.strerror or type(exc).__name__)])
+        data = read_source(source, config.ingest.max_file_bytes)
+    except DataError as error:
         return IngestOutcome(source, error=error)
     sha256 = hashlib.sha256(data).hexdigest()
     with store.writing() as manifest:
@@ -73,6 +98,57 @@ def ingest_file(store: BatchStore, config: ModelConfig, source: Path) -> IngestO
     return IngestOutcome(source, accepted=record)
 
 
+def read_source(source: Path, max_bytes: int) -> bytes:
+    """Return the bytes of ``source`` if it is a regular file of at most ``max_bytes``.
+
+    The type and size are checked with ``stat`` before opening; the open itself never blocks (a FIFO
+    swapped in after the check) and the open file is checked again, so a device, FIFO, socket or
+    directory is never read and a file growing after the check is cut at ``max_bytes + 1``.
+
+    Raises:
+        DataError: rule ``missing`` (no such file), ``not_regular_file`` (with its kind),
+            ``too_large`` (with both sizes) or ``unreadable`` (the OS error).
+    """
+    name = str(source)
+    try:
+        _check_stat(name, os.stat(source), max_bytes)
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            _check_stat(name, os.fstat(handle.fileno()), max_bytes)
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise DataError(name, [Violation(MISSING, "no such file")]) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise DataError(name, [Violation("unreadable", detail)]) from None
+    if len(data) > max_bytes:
+        raise DataError(name, [_too_large(len(data), max_bytes)])
+    return data
+
+
+def _check_stat(name: str, info: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        detail = f"{_kind(info.st_mode)} is not a regular file; only regular files are read"
+        raise DataError(name, [Violation("not_regular_file", detail)])
+    if info.st_size > max_bytes:
+        raise DataError(name, [_too_large(info.st_size, max_bytes)])
+
+
+def _too_large(size: int, max_bytes: int) -> Violation:
+    return Violation("too_large", f"{size} bytes exceed ingest.max_file_bytes ({max_bytes})")
+
+
+def _kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
 def _accept(
     store: BatchStore, manifest: Manifest, config: ModelConfig, source: Path, data: bytes, sha256: str
 ) -> BatchRecord:
@@ -80,12 +156,26 @@ def _accept(
     if duplicate is not None:
         detail = f"byte-identical to accepted batch {duplicate.batch_id} (sha256 {sha256[:12]}…)"
         raise DataError(str(source), [Violation("duplicate_batch", detail)])
-    frame = read_table(data, str(source))
-    schema = schema_for(config, frame.columns, manifest.features)
-    typed = check_batch(frame, schema, config, str(source))
+    try:
+        typed, features = _checked(data, config, str(source), manifest.features)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one file's surprise must not sink the other files of the run
+        raise DataError(str(source), [Violation("unprocessable", bounded(_first_line(exc)))]) from None
     record = _record(typed, config.time_column, source, sha256)
-    store.accept(manifest, typed, record, schema.features)
+    store.accept(manifest, typed, record, features)
     return record
+
+
+def _checked(data: bytes, config: ModelConfig, source: str, pinned: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
+    frame = read_table(data, source)
+    schema = schema_for(config, frame.columns, pinned)
+    return check_batch(frame, schema, config, source), schema.features
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _record(frame: pl.DataFrame, time_column: str | None, source: Path, sha256: str) -> BatchRecord:

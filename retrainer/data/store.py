@@ -14,6 +14,7 @@ renames) is ignored, and re-ingesting the same file rewrites it under the same i
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,9 @@ import polars as pl
 
 from retrainer.errors import DataError
 from retrainer.fsutil import atomic_write, atomic_write_bytes, file_lock, remove_stale_temporaries
+
+_OWNER_READ_WRITE = 0o600
+_OWNER_READ = 0o400
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,12 @@ class BatchStore:
         atomic_write_bytes(self.manifest_path, manifest.to_json().encode("utf-8"))
 
     def quarantine(self, data: bytes, source: Path, error: DataError) -> Path:
-        """Keep a byte copy of a rejected file with its reasons; return the copy's path."""
+        """Keep a byte copy of a rejected file with its reasons; return the copy's path.
+
+        Neither file is readable by anyone but the owner, whatever the umask: a rejected file may hold
+        anything. The copy is 0400 (immutable, like a batch), the reason file 0600. The reason file
+        lists the violations as the contract rendered them (examples already bounded).
+        """
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         copy = self.quarantine_dir / f"{stamp}-{source.name}"
         reason = {
@@ -116,9 +125,10 @@ class BatchStore:
             "violations": [asdict(v) for v in error.violations],
             "message": str(error),
         }
-        atomic_write_bytes(copy, data, read_only=True)
+        atomic_write(copy, lambda tmp: _write_private(tmp, data, _OWNER_READ))
         reason_path = copy.with_name(copy.name + ".reason.json")
-        atomic_write_bytes(reason_path, json.dumps(reason, indent=2).encode("utf-8"))
+        reason_bytes = json.dumps(reason, indent=2).encode("utf-8")
+        atomic_write(reason_path, lambda tmp: _write_private(tmp, reason_bytes, _OWNER_READ_WRITE))
         return copy
 
     def read(self, records: list[BatchRecord], columns: list[str] | None = None) -> pl.DataFrame:
@@ -128,3 +138,12 @@ class BatchStore:
         if columns is not None:
             lazy = lazy.select(columns)
         return lazy.collect()
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a new file created owner-only, then give it ``mode`` (also owner-only)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _OWNER_READ_WRITE)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), _OWNER_READ_WRITE)
+        handle.write(data)
+        os.fchmod(handle.fileno(), mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -182,6 +183,21 @@ def test_data_rejected_names_every_broken_rule(quarantined: Path | None) -> None
     _assert_payload_types(event.payload, {"source": str, "violations": list, "quarantined": (str, type(None))})
     assert all(isinstance(v, str) for v in event.payload["violations"])
     _assert_keyed(event, made(), f"churn:/landing/a.csv:{quarantined}")
+
+
+def test_data_rejected_payload_stays_small_whatever_the_violations() -> None:
+    huge = [Violation("not_castable", "x" * 1_000_000, f"c{i}") for i in range(500)]
+
+    event = events.data_rejected(
+        model="churn", source=Path("/landing/" + "d" * 5000 + ".csv"), violations=huge, quarantined=None
+    )
+
+    shown = event.payload["violations"]
+    assert len(json.dumps(event.payload)) < 16 * 1024
+    assert len(shown) == events.MAX_VIOLATIONS + 1
+    assert shown[-1] == f"… and {500 - events.MAX_VIOLATIONS} more violation(s)"
+    assert all(len(line) <= events.MAX_VIOLATION_CHARS + 30 for line in shown)
+    assert shown[0].endswith(f"({len(huge[0].render('/landing/' + 'd' * 5000 + '.csv'))} chars)")
 
 
 def test_drift_detected_opens_an_incident_with_its_evidence() -> None:

@@ -9,11 +9,14 @@ The serving contract (held by ``tests/unit/model/test_serving_contract.py``):
 - a numeric feature may arrive as any integer or unsigned integer, float32/float64, pandas nullable
   ``Int*``/``Float*``/``boolean`` (missing values allowed), bool, or text holding a number;
 - a categorical feature may arrive as text, a pandas ``Categorical`` (any category order or
-  superset), bool or numbers; a value the model never saw is the shared "unknown" level;
+  superset), bool or numbers, each value spelled as the data contract spells it at ingest
+  (``retrainer.data.contract.level_text``): bools ``true``/``false``, a whole float as its integer
+  (``1.0`` is level ``1``), text as it is; a value the model never saw is the shared "unknown" level;
 - a missing value is missing whatever carried it (``None``, ``NaN``, ``pd.NA``);
 - extra columns are ignored;
 - the same values give the same predictions whatever dtype carried them;
-- a missing feature column, or a numeric value that is not a number (free text, a list), is refused
+- a missing feature column, or a numeric value that is not a number (free text, a list, a date,
+  time or duration, a complex number), is refused
   with an error naming the column and the rule, never turned into a silent prediction.
 
 Output: binary, the positive class probability; multiclass, one probability column per class;
@@ -22,6 +25,7 @@ regression, the prediction.
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any, NoReturn
 
@@ -33,8 +37,17 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc.model import PythonModel
 
 _EXAMPLES = 3
-# polars (the training path) writes booleans as these words when it casts them to text.
-_BOOLEAN_TEXT = {"True": "true", "False": "false"}
+# Floats below this magnitude hold whole numbers exactly (the training path's bound, too).
+_EXACT_INTEGERS = 2**53
+_NOT_NUMBERS = (
+    complex,
+    np.complexfloating,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    np.datetime64,
+    np.timedelta64,
+)
 
 
 class RetrainerLightGBM(PythonModel):
@@ -83,6 +96,8 @@ def encode_frame(frame: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
 
 def _numbers(values: pd.Series, name: str) -> np.ndarray:
     """A numeric feature as float64, missing values as NaN."""
+    if pd.api.types.is_complex_dtype(values.dtype) or values.dtype.kind in "mM":
+        _refuse(f"column '{name}': {values.dtype} values are not numbers (rule not_castable)")
     if isinstance(values.dtype, pd.CategoricalDtype) or not (
         pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype)
     ):
@@ -105,10 +120,12 @@ def _numbers_from_objects(values: pd.Series, name: str) -> np.ndarray:
 
 
 def _scalar_number(value: Any) -> Any:
-    """Booleans as 0/1; anything that is not a scalar as a value ``to_numeric`` refuses."""
+    """Booleans as 0/1; times, complex numbers and anything not scalar as a value ``to_numeric`` refuses."""
     if isinstance(value, bool | np.bool_):
         return float(value)
-    return value if np.ndim(value) == 0 else None
+    if isinstance(value, _NOT_NUMBERS) or np.ndim(value) != 0:
+        return None
+    return value
 
 
 def _is_nan_number(value: Any) -> bool:
@@ -123,21 +140,19 @@ def _level_codes(values: pd.Series, levels: list[str]) -> np.ndarray:
     index = {level: float(i) for i, level in enumerate(levels)}
     objects = values.astype(object)
     missing = objects.isna().to_numpy()
-    texts = objects.astype(str)
-    lookup = {text: index.get(_level_text(text, index), float(len(levels))) for text in pd.unique(texts[~missing])}
-    codes: np.ndarray = texts.map(lookup).to_numpy(dtype=np.float64, na_value=np.nan)
+    lookup = {v: index.get(_level_text(v), float(len(levels))) for v in pd.unique(objects[~missing])}
+    codes: np.ndarray = objects.map(lookup).to_numpy(dtype=np.float64, na_value=np.nan)
     codes[missing] = np.nan
     return codes
 
 
-def _level_text(text: str, index: dict[str, float]) -> str:
-    """The level a value's text names: itself, or the training path's spelling of a bool or a whole float."""
-    if text in index:
-        return text
-    if text in _BOOLEAN_TEXT:
-        return _BOOLEAN_TEXT[text]
-    whole = text.removesuffix(".0")
-    return whole if whole in index else text
+def _level_text(value: Any) -> str:
+    """A value's level, spelled as the training path spells it: ``true``/``false``, ``1`` for ``1.0``."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating) and float(value).is_integer() and abs(float(value)) < _EXACT_INTEGERS:
+        return str(int(value))
+    return str(value)
 
 
 def _refuse(message: str) -> NoReturn:

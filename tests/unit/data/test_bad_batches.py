@@ -345,7 +345,7 @@ def test_bad_batch_is_rejected_quarantined_and_not_stored(tmp_path: Path, case: 
     assert manifest_ids(store) == ids_before
 
 
-def test_missing_source_is_unreadable_and_not_quarantined(tmp_path: Path) -> None:
+def test_missing_source_is_missing_and_not_quarantined(tmp_path: Path) -> None:
     store = BatchStore(tmp_path / "data", "churn")
     source = tmp_path / "never_arrived.csv"
 
@@ -353,8 +353,8 @@ def test_missing_source_is_unreadable_and_not_quarantined(tmp_path: Path) -> Non
 
     assert outcome.ok is False
     assert outcome.error is not None
-    assert [(v.rule, v.column) for v in outcome.error.violations] == [("unreadable", None)]
-    assert str(outcome.error) == f"{source}: unreadable: No such file or directory"
+    assert [(v.rule, v.column) for v in outcome.error.violations] == [("missing", None)]
+    assert str(outcome.error) == f"{source}: missing: no such file"
     assert outcome.quarantined is None
     assert not store.quarantine_dir.exists()
     assert not store.manifest_path.exists()

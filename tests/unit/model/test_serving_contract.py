@@ -8,6 +8,7 @@ serve`` on loopback and ``mlflow models predict``, and once in a fresh environme
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pickle
@@ -27,10 +28,11 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from retrainer.config import ModelConfig, parse_project
-from retrainer.data.contract import schema_for
-from retrainer.data.features import FeatureSpec
+from retrainer.data.contract import check_batch, schema_for
+from retrainer.data.features import FeatureSpec, feature_matrix
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.model.registry import Registry
+from retrainer.model.registry.serving import encode_frame
 from retrainer.model.training import TrainedModel, train
 from tests.e2e.conftest import free_port, wait_for
 
@@ -171,6 +173,41 @@ def test_the_same_values_predict_the_same_whatever_dtype_carries_them(
     np.testing.assert_allclose(expected, training_path, rtol=0, atol=1e-12)
     for name, columns in VARIANTS.items():
         np.testing.assert_array_equal(champion.predict(_retyped(raw, **columns)), expected, err_msg=name)
+
+
+@pytest.mark.parametrize("name", [*VARIANTS, "categories as floats with gaps", "categories as numeric text"])
+def test_training_and_serving_encode_every_variant_alike(served: Served, name: str) -> None:
+    extra = {
+        "categories as floats with gaps": {"tier": lambda s: s.astype("float64").where(s.index % 5 != 0, np.nan)},
+        "categories as numeric text": {"tier": lambda s: s.astype(str) + ".0"},
+    }
+    variant = _retyped(_raw(120), **{**VARIANTS, **extra}[name])
+    spec = served.trained.spec
+    config = _config()
+    schema = schema_for(config, [], spec.features)
+    stored = check_batch(pl.from_pandas(variant.assign(churned=0)), schema, config, name)
+    for training_side in (pl.from_pandas(variant), stored):
+        np.testing.assert_array_equal(
+            encode_frame(variant, json.loads(spec.to_json())), feature_matrix(training_side, spec), err_msg=name
+        )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"])),
+        pd.Series(pd.to_timedelta([1, 2, 3], unit="D")),
+        pd.Series([1 + 2j, 3, 4], dtype=complex),
+        pd.Series([datetime.date(2026, 1, 1), 41, None], dtype=object),
+    ],
+)
+def test_times_and_complex_numbers_in_a_numeric_column_are_refused(
+    champion: mlflow.pyfunc.PyFuncModel, values: pd.Series
+) -> None:
+    raw = _raw(3)
+    raw["age"] = values
+    with pytest.raises(MlflowException, match=r"column 'age': .* not numbers \(rule not_castable\)"):
+        champion.predict(raw)
 
 
 def test_missing_values_are_missing_whatever_carries_them(champion: mlflow.pyfunc.PyFuncModel) -> None:
