@@ -80,4 +80,4 @@ def run(settings: Settings, project: ProjectConfig, host: str, port: int, insecu
     policy = project.webhook
     limiter = RateLimiter(per_minute=policy.requests_per_minute, burst=policy.burst)
     gate = Gate(secret, policy.replay_window_seconds, limiter)
-    serve(create_app(project, gate, prefect_sink), host, port)
+    serve(create_app(project, gate, prefect_sink), host, port, policy.request_timeout_seconds)

@@ -7,6 +7,11 @@ within that window. Several ``v1=`` entries may be sent (e.g. while rotating sec
 
 :class:`Gate` applies the checks in a fixed order and answers the first :class:`Refusal`, so each
 refusal has one status: 429 rate, 413 size, 415 type, 401 signature, 409 replay.
+
+Signed and unsigned traffic of one source fill separate rate buckets, so a flood of unsigned (or
+forged) requests cannot use up what a real sender may send from the same address. A request counts
+as signed when its signature header parses; one whose signature then fails verification is moved
+to the unsigned bucket.
 """
 
 from __future__ import annotations
@@ -141,6 +146,13 @@ class RateLimiter:
                 del self._buckets[next(iter(self._buckets))]
             return allowed
 
+    def refund(self, source: str) -> None:
+        """Give back the token last taken from ``source``'s bucket (never beyond ``burst``)."""
+        with self._lock:
+            if source in self._buckets:
+                tokens, since = self._buckets[source]
+                self._buckets[source] = (min(float(self.burst), tokens + 1), since)
+
 
 @dataclass(frozen=True)
 class Incoming:
@@ -157,6 +169,21 @@ class Incoming:
     content_type: str | None
     declared_length: int | None
     signature: str | None
+
+    @property
+    def looks_signed(self) -> bool:
+        """Whether the signature header is present and well-formed (not yet verified)."""
+        if not self.signature:
+            return False
+        try:
+            parse_signature(self.signature)
+        except ValueError:
+            return False
+        return True
+
+
+def _bucket(source: str, signed: bool) -> str:
+    return f"{source} {'signed' if signed else 'unsigned'}"
 
 
 class Gate:
@@ -181,7 +208,7 @@ class Gate:
 
     def before_body(self, request: Incoming, now: float) -> Refusal | None:
         """Checks that need no body: rate, declared size, content type."""
-        if not self._limiter.allow(request.source, now):
+        if not self._limiter.allow(_bucket(request.source, request.looks_signed), now):
             return Refusal(429, "rate_limited", "too many requests from this source; slow down")
         if request.declared_length is not None and request.declared_length > MAX_BODY_BYTES:
             return _too_large()
@@ -198,10 +225,16 @@ class Gate:
             return None
         verdict = verify(self._secret, request.signature, body, now, self._window)
         if isinstance(verdict, Refusal):
+            self._charge_as_unsigned(request, now)
             return verdict
         if not self._replays.first_use(verdict, now):
             return Refusal(409, "replayed_signature", "this signature was already used; sign the request again")
         return None
+
+    def _charge_as_unsigned(self, request: Incoming, now: float) -> None:
+        if request.looks_signed:
+            self._limiter.refund(_bucket(request.source, signed=True))
+            self._limiter.allow(_bucket(request.source, signed=False), now)
 
 
 def _too_large() -> Refusal:

@@ -7,10 +7,12 @@ Two messages, both JSON objects naming a configured model:
   under ``snapshot`` (the share and drifted columns are read from it). It becomes the same
   ``retrainer.drift.detected`` event the monitor emits, keyed by an incident of its own:
   ``<model>:alert:<source>:<alert_id>``. A snapshot that shows no dataset drift emits nothing.
-* a **new-data notice** (``POST /hooks/data``): absolute paths of labelled files that landed. It
-  becomes ``retrainer.data.arrived`` labelled ``retrainer.on_new_data=ingest``, which runs the
-  ingest deployment on those files; ingest announces each accepted batch with its own
-  ``data.arrived`` (labelled ``monitor`` or ``retrain``), so nothing skips the data contract.
+* a **new-data notice** (``POST /hooks/data``): absolute POSIX paths of labelled files that landed
+  (with a fixed lexical meaning: :func:`path_problem`; the receiver also requires them under
+  ``webhook.landing_roots``: :func:`outside_landing_roots`). It becomes ``retrainer.data.arrived``
+  labelled ``retrainer.on_new_data=ingest``, which runs the ingest deployment on those files;
+  ingest announces each accepted batch with its own ``data.arrived`` (labelled ``monitor`` or
+  ``retrain``), so nothing skips the data contract.
 
 ``alert_id`` / ``notice_id`` identify a message; when the sender gives none, the digest of the
 message's content does, so a re-sent message collapses into the first one's event.
@@ -23,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -35,6 +38,7 @@ from retrainer.monitor.snapshot import dataset_share, snapshot_columns
 
 SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+MAX_PATH_LENGTH = 4096
 
 
 class _Message(BaseModel):
@@ -98,16 +102,51 @@ class DataNotice(_Message):
     @classmethod
     def _absolute_paths(cls, files: list[str]) -> list[str]:
         for path in files:
-            if not path or len(path) > 4096 or "\x00" in path:
-                raise ValueError(f"not a usable path: {path[:80]!r}")
-            if not (PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()):
-                raise ValueError(f"{path!r}: give absolute paths (the ingest runs elsewhere)")
+            problem = path_problem(path)
+            if problem is not None:
+                raise ValueError(problem)
         return files
 
     @property
     def key(self) -> str:
         """The message id: ``notice_id``, or the digest of the content."""
         return self.notice_id or _content_digest(self)
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a landed file, or ``None``.
+
+    A usable path is absolute POSIX, at most 4096 characters, without NUL or other control characters,
+    backslashes (Windows and UNC forms) or ``..`` components, so that its meaning is fixed by its text.
+    """
+    shown = repr(path[:80])
+    if not path or len(path) > MAX_PATH_LENGTH:
+        return f"{shown}: a path has 1 to {MAX_PATH_LENGTH} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return f"{shown}: a path has no NUL or other control characters"
+    if "\\" in path:
+        return f"{shown}: give a POSIX path (no backslashes, drive letters or UNC shares)"
+    if not path.startswith("/"):
+        return f"{shown}: give absolute paths (the ingest runs elsewhere)"
+    if ".." in path.split("/"):
+        return f"{shown}: a path has no '..' components"
+    return None
+
+
+def outside_landing_roots(notice: DataNotice, roots: list[str]) -> str | None:
+    """Why ``notice`` names a file outside every landing root, or ``None`` when all lie under one.
+
+    Paths compare lexically (no file system access); the files themselves are checked by the ingest.
+    """
+    if not roots:
+        return "data notices are refused: webhook.landing_roots is not configured"
+    bases = [PurePosixPath(root) for root in roots]
+    for path in notice.files:
+        # normpath folds '.' and repeated slashes; '..' was refused by path_problem.
+        lexical = PurePosixPath(posixpath.normpath(path))
+        if not any(lexical != base and lexical.is_relative_to(base) for base in bases):
+            return f"{path[:200]!r} is not under any of webhook.landing_roots"
+    return None
 
 
 def _content_digest(message: BaseModel) -> str:

@@ -57,9 +57,10 @@ def _cli(project: Project, api: str, *args: str) -> subprocess.CompletedProcess[
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[Project]:
     """A project whose deployments ``retrainer serve`` serves against the real server."""
+    root = tmp_path_factory.mktemp("served")
     config = demo_config()
     config["models"]["churn"]["automation"] = {"monitor_cron": None, "monitor_interval_seconds": 30}  # type: ignore[index]
-    root = tmp_path_factory.mktemp("served")
+    config["webhook"] = {"landing_roots": [str(root / "incoming")]}
     project = Project(root, config)
     project.home.mkdir()
     env = _environment(project, prefect_api)

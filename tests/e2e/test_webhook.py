@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from tests.e2e.conftest import BIN, Receiver, free_port, post, start_receiver, w
 pytestmark = pytest.mark.e2e
 SECRET = "a-shared-secret-for-the-tests-only"  # noqa: S105 (a test secret)
 JSON = {"Content-Type": "application/json"}
+REQUEST_TIMEOUT = 2.0
 
 
 def _env(root: Path, api: str, webhook: dict[str, Any], secret: str | None) -> dict[str, str]:
@@ -39,8 +41,13 @@ def _env(root: Path, api: str, webhook: dict[str, Any], secret: str | None) -> d
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[Receiver]:
     """A signed receiver whose rate limit stays out of the way (the fuzz sends over a thousand requests)."""
-    limits = {"requests_per_minute": 1_000_000, "burst": 100_000}
     root = tmp_path_factory.mktemp("webhook")
+    limits = {
+        "requests_per_minute": 1_000_000,
+        "burst": 100_000,
+        "landing_roots": [str(root), "/landing"],
+        "request_timeout_seconds": REQUEST_TIMEOUT,
+    }
     with start_receiver(root, _env(root, prefect_api, limits, SECRET)) as running:
         yield running
 
@@ -194,6 +201,102 @@ def test_the_secret_can_come_from_a_prefect_secret_block(tmp_path: Path, prefect
         body = _drift_body("block")
         assert httpx.post(hook, content=body, headers=JSON).status_code == 401
         assert httpx.post(hook, content=body, headers=_signed(body)).status_code == 202
+
+
+def test_data_notices_outside_the_landing_roots_are_refused_422_and_emit_nothing(
+    receiver: Receiver, prefect_api: str
+) -> None:
+    hook = f"{receiver.url}/hooks/data"
+    inside = str(receiver.log.parent / "day1.parquet")
+    hostile = ["/dev/zero", "/etc/shadow", f"{receiver.log.parent}/../../etc/passwd", "\\\\host\\share\\a.csv"]
+    answers = {}
+    for path in hostile:
+        body = json.dumps({"model": "churn", "source": "hostile", "files": [inside, path]}).encode()
+        answers[path] = httpx.post(hook, content=body, headers=_signed(body))
+    assert {path: a.status_code for path, a in answers.items()} == dict.fromkeys(hostile, 422)
+    assert "'/dev/zero' is not under any of webhook.landing_roots" in answers["/dev/zero"].json()["detail"]
+    body = json.dumps({"model": "churn", "source": "hostile", "files": [inside]}).encode()
+    accepted = httpx.post(hook, content=body, headers=_signed(body))
+    assert accepted.status_code == 202
+    wait_for(lambda: _event(prefect_api, accepted.json()["event_id"]), 30, "the accepted notice")
+    found = post(prefect_api, "/events/filter", {"filter": {"event": {"prefix": ["retrainer.data"]}}, "limit": 50})
+    notices = [e for e in found["events"] if e["payload"].get("source") == "hostile"]
+    assert [e["payload"]["files"] for e in notices] == [[inside]]
+
+
+# --- what uvicorn buffers and how long it waits (raw sockets on loopback) -------------------------------
+
+
+def _connect(receiver: Receiver) -> socket.socket:
+    host, port = receiver.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=REQUEST_TIMEOUT + 10)
+
+
+def _until_closed(sock: socket.socket, deadline: float) -> tuple[bytes, bool]:
+    """What the server sends before ``deadline`` (monotonic), and whether it closed the connection by then."""
+    received = b""
+    try:
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received, True
+            received += chunk
+    except ConnectionResetError:
+        return received, True
+    except TimeoutError:
+        return received, False
+
+
+def test_an_oversized_request_head_is_refused_at_once(receiver: Receiver) -> None:
+    head = b"POST /hooks/drift HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    started = time.monotonic()
+    with _connect(receiver) as sock:
+        try:
+            # 8 MiB in one header, sent in pieces; the receiver stops reading long before the end.
+            sock.sendall(head + b"X-Padding: ")
+            for _ in range(128):
+                sock.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer, closed = _until_closed(sock, started + 5)
+    assert closed and (answer.startswith(b"HTTP/1.1 400") or answer == b""), answer[:200]
+
+
+def test_slow_clients_are_dropped_after_the_request_timeout(receiver: Receiver) -> None:
+    heads = [_connect(receiver) for _ in range(50)]
+    for n, sock in enumerate(heads):
+        sock.sendall(b"POST /hooks/drift HTTP/1.1\r\nHost: x\r\n" if n % 2 else b"POS")
+    body = _drift_body("slow")
+    slow_body = _connect(receiver)
+    signature = _signed(body)[SIGNATURE_HEADER]
+    slow_body.sendall(
+        b"POST /hooks/drift HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"{SIGNATURE_HEADER}: {signature}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    deadline = time.monotonic() + REQUEST_TIMEOUT + 3
+    dropped = [_until_closed(sock, deadline) for sock in heads]
+    answered, body_closed = _until_closed(slow_body, deadline)
+    for sock in [*heads, slow_body]:
+        sock.close()
+    assert dropped == [(b"", True)] * len(heads), dropped[:3]
+    assert answered.startswith(b"HTTP/1.1 408") and body_closed, answered[:200]
+
+
+def test_a_client_hanging_up_mid_body_is_logged_at_info_without_a_traceback(receiver: Receiver) -> None:
+    body = _drift_body("hangs-up")
+    with _connect(receiver) as sock:
+        sock.sendall(
+            b"POST /hooks/drift HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"{SIGNATURE_HEADER}: {_signed(body)[SIGNATURE_HEADER]}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        time.sleep(0.5)
+    wait_for(lambda: "hung up" in receiver.log.read_text(encoding="utf-8"), 10, "the disconnect in the log")
+    log = receiver.log.read_text(encoding="utf-8")
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
 
 
 # --- fuzz ------------------------------------------------------------------------------------------

@@ -134,3 +134,18 @@ def _rule(verdict: Signature | Refusal) -> str:
 def _status(refusal: Refusal | None) -> int:
     assert refusal is not None
     return refusal.status
+
+
+def test_unsigned_and_forged_requests_do_not_drain_the_signed_senders_bucket() -> None:
+    gate = Gate(SECRET, 300, RateLimiter(per_minute=1, burst=2))
+    unsigned, forged = _incoming(signature=None), _incoming(signature=sign("a-forger-without-the-key", BODY, NOW))
+    flood = [gate.before_body(unsigned, NOW) for _ in range(3)]
+    assert [_status(r) if r else None for r in flood] == [None, None, 429]
+    # A well-formed but forged signature is charged to the unsigned bucket once it fails to verify.
+    assert gate.before_body(forged, NOW) is None
+    assert _status(gate.with_body(forged, BODY, NOW)) == 401
+    for n in range(2):
+        body = BODY + b" " * n
+        signed = _incoming(signature=sign(SECRET, body, NOW))
+        assert gate.before_body(signed, NOW) is None
+        assert gate.with_body(signed, body, NOW) is None

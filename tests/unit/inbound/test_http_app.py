@@ -7,7 +7,9 @@ same receiver as a real process against a real Prefect server.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,9 +28,12 @@ SECRET = "a-shared-secret-for-the-tests-only"  # noqa: S105 (a test secret)
 JSON = {"Content-Type": "application/json"}
 
 
+LANDING = "/data/landing"
+
+
 @contextmanager
-def _client(sink: MemorySink, per_minute: int = 1_000, burst: int = 1_000) -> Iterator[TestClient]:
-    project = parse_project(demo_config(), "test")
+def _client(sink: MemorySink, per_minute: int = 1_000, burst: int = 1_000, **webhook: Any) -> Iterator[TestClient]:
+    project = parse_project({**demo_config(), "webhook": {"landing_roots": [LANDING], **webhook}}, "test")
     gate = Gate(SECRET, 300, RateLimiter(per_minute, burst))
     with TestClient(create_app(project, gate, sink.opened)) as client:
         yield client
@@ -65,7 +70,7 @@ def test_a_signed_drift_alert_is_delivered_once_and_answered_202(client: TestCli
 
 
 def test_a_signed_data_notice_becomes_files_landed_for_the_ingest(client: TestClient, sink: MemorySink) -> None:
-    body = json.dumps({"model": "churn", "source": "etl", "files": ["/data/day1.parquet"]}).encode()
+    body = json.dumps({"model": "churn", "source": "etl", "files": [f"{LANDING}/day1.parquet"]}).encode()
     answer = client.post("/hooks/data", content=body, headers=_signed(body))
     assert answer.status_code == 202
     [event] = sink.events
@@ -138,3 +143,124 @@ def test_an_unreachable_sink_answers_503_so_the_sender_retries(client: TestClien
 def test_health_answers_without_naming_models(client: TestClient) -> None:
     answer = client.get("/healthz")
     assert answer.status_code == 200 and answer.json() == {"status": "ok", "signed": True}
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/dev/zero", "'/dev/zero' is not under any of webhook.landing_roots"),
+        ("/etc/shadow", "'/etc/shadow' is not under any of webhook.landing_roots"),
+        (f"{LANDING}/../../etc/shadow", "'..' components"),
+        ("\\\\fileserver\\share\\day1.parquet", "POSIX path"),
+        (f"{LANDING}-elsewhere/day1.parquet", "is not under any of webhook.landing_roots"),
+    ],
+)
+def test_a_data_notice_outside_the_landing_roots_is_refused_422(
+    client: TestClient, sink: MemorySink, path: str, detail: str
+) -> None:
+    body = json.dumps({"model": "churn", "files": [f"{LANDING}/ok.parquet", path]}).encode()
+    answer = client.post("/hooks/data", content=body, headers=_signed(body))
+    assert answer.status_code == 422 and detail in answer.json()["detail"]
+    assert sink.events == []
+
+
+def test_without_landing_roots_every_data_notice_is_refused_saying_what_to_configure(sink: MemorySink) -> None:
+    with _client(sink, landing_roots=[]) as client:
+        body = json.dumps({"model": "churn", "files": [f"{LANDING}/day1.parquet"]}).encode()
+        answer = client.post("/hooks/data", content=body, headers=_signed(body))
+    assert (answer.status_code, answer.json()["error"]) == (422, "outside_landing_roots")
+    assert "webhook.landing_roots is not configured" in answer.json()["detail"]
+    assert sink.events == []
+
+
+@pytest.mark.parametrize("depth", [65, 300, 5_000])
+def test_a_deeply_nested_signed_snapshot_is_refused_422_not_a_server_error(sink: MemorySink, depth: int) -> None:
+    from tests.unit.inbound.test_messages import _evidently_snapshot
+
+    # A real drift snapshot carrying one deeply nested extra value (it answered 500 before the bound).
+    nested = "[" * depth + "]" * depth
+    snapshot = json.dumps(_evidently_snapshot(shift=1.0))[:-1] + f', "extra": {nested}}}'
+    body = f'{{"model": "churn", "snapshot": {snapshot}}}'.encode()
+    with _client(sink) as client:
+        answer = client.post("/hooks/drift", content=body, headers=_signed(body))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] in {"too_deep", "malformed_json"}
+    assert sink.events == []
+
+
+def test_a_snapshot_within_the_depth_limit_is_still_read(client: TestClient, sink: MemorySink) -> None:
+    from tests.unit.inbound.test_messages import _evidently_snapshot
+
+    body = json.dumps({"model": "churn", "source": "evidently", "snapshot": _evidently_snapshot(shift=1.0)}).encode()
+    assert client.post("/hooks/drift", content=body, headers=_signed(body)).status_code == 202
+    assert len(sink.events) == 1
+
+
+# --- the ASGI app called directly, to control how the body arrives ---------------------------------
+
+
+async def _call(client: TestClient, body: bytes, then: str) -> tuple[int, float]:
+    """POST ``body`` straight to the app; after it, the client stalls (``then="stall"``) or hangs up."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (SIGNATURE_HEADER.lower().encode(), _signed(body)[SIGNATURE_HEADER].encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/hooks/drift",
+        "raw_path": b"/hooks/drift",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 80),
+    }
+    pieces: list[dict[str, Any]] = [{"type": "http.request", "body": body[:10], "more_body": True}]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        if pieces:
+            return pieces.pop(0)
+        if then == "stall":
+            await asyncio.sleep(3_600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    started = time.monotonic()
+    # Bounded: a receiver without a body deadline would wait here for the hour.
+    await asyncio.wait_for(client.app(scope, receive, send), 10)  # type: ignore[arg-type]
+    return statuses[0], time.monotonic() - started
+
+
+def test_a_body_that_stops_arriving_is_answered_408_within_the_request_timeout(sink: MemorySink) -> None:
+    with _client(sink, request_timeout_seconds=0.5) as client:
+        status, took = asyncio.run(_call(client, _body(alert_id="slow"), then="stall"))
+    assert status == 408 and 0.4 < took < 3
+    assert sink.events == []
+
+
+def test_a_client_hanging_up_mid_body_is_logged_at_info_without_a_traceback(
+    sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with _client(sink) as client:
+        asyncio.run(_call(client, _body(alert_id="gone"), then="hang up"))
+    [record] = [r for r in caplog.records if "hung up" in r.getMessage()]
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sink.events == []
+
+
+@pytest.mark.parametrize("root", ["landing", "/srv/../etc", "C:\\landing"])
+def test_a_landing_root_must_be_an_absolute_posix_directory(root: str) -> None:
+    from retrainer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="landing_roots"):
+        parse_project({**demo_config(), "webhook": {"landing_roots": [root]}}, "test")

@@ -10,7 +10,15 @@ import pytest
 from pydantic import ValidationError
 
 from retrainer import events
-from retrainer.inbound.messages import DataNotice, DriftAlert, DriftedColumn, data_event, drift_event, read_snapshot
+from retrainer.inbound.messages import (
+    DataNotice,
+    DriftAlert,
+    DriftedColumn,
+    data_event,
+    drift_event,
+    outside_landing_roots,
+    read_snapshot,
+)
 
 # The keys of the drift.detected payload the monitor emits (tests/unit/monitor/test_incidents.py checks them there).
 MONITOR_PAYLOAD_KEYS = {
@@ -129,6 +137,42 @@ def test_data_notice_becomes_an_ingest_request_for_its_files() -> None:
 def test_data_notice_needs_absolute_paths(files: list[str]) -> None:
     with pytest.raises(ValidationError):
         DataNotice(model="churn", files=files)
+
+
+@pytest.mark.parametrize(
+    ("path", "rule"),
+    [
+        ("/landing/../etc/shadow", "'..'"),
+        ("/landing/a/../../etc/passwd", "'..'"),
+        ("\\\\server\\share\\a.parquet", "POSIX"),
+        ("C:\\landing\\a.parquet", "POSIX"),
+        ("/landing/a\x01.parquet", "control"),
+        ("/" + "a" * 5000, "characters"),
+    ],
+)
+def test_data_notice_paths_have_a_fixed_lexical_meaning(path: str, rule: str) -> None:
+    with pytest.raises(ValidationError, match=rule):
+        DataNotice(model="churn", files=[path])
+
+
+@pytest.mark.parametrize(
+    ("files", "roots", "refused"),
+    [
+        (["/landing/a.parquet"], [], "not configured"),
+        (["/landing/a.parquet"], ["/landing"], None),
+        (["/landing/./day1//a.parquet"], ["/landing/"], None),
+        (["/landing/a.parquet", "/dev/zero"], ["/landing"], "'/dev/zero' is not under"),
+        (["/landing-other/a.parquet"], ["/landing"], "is not under"),
+        (["/landing"], ["/landing"], "is not under"),
+        (["/etc/shadow"], ["/landing", "/srv/drop"], "is not under"),
+        (["/srv/drop/x.csv"], ["/landing", "/srv/drop"], None),
+    ],
+)
+def test_data_notices_name_files_under_the_landing_roots_only(
+    files: list[str], roots: list[str], refused: str | None
+) -> None:
+    problem = outside_landing_roots(DataNotice(model="churn", files=files), roots)
+    assert problem is None if refused is None else refused in (problem or "")
 
 
 def test_the_sender_names_the_field_a_message_gets_wrong_before_sending() -> None:
