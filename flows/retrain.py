@@ -19,15 +19,18 @@ from tasks.retrain import (
     describe_trigger,
     judge_challenger,
     load_training_frames,
+    mark_announced,
     note_retrain_finished,
     plan_training_data,
     publish_decision,
+    reconcile_promotions,
     register_challenger,
     release_retrain,
     report_progress,
     score_champion,
     start_progress,
     train_challenger,
+    unannounced_events,
 )
 
 
@@ -57,7 +60,10 @@ def retrain(
     """
     config = load_model_config(model)
     trigger = describe_trigger(reason, event_id, incident_key, event_name, event_payload)
-    with single_flight(model):
+    with single_flight(model, trigger.flow_run_id):
+        unfinished = reconcile_promotions(model)
+        emit(unannounced_events(unfinished))
+        mark_announced(model, [intent.key for intent in unfinished])
         duplicate = claim_retrain_slot(model, config, trigger)
         if duplicate is not None:
             return Completed(name=Outcome.DUPLICATE.value, message=f"{model}: {duplicate}")
@@ -80,4 +86,5 @@ def retrain(
         publish_decision(decision, split, challenger, trigger)
         report_progress(progress, 100)
     emit([decision_event(decision, trigger)])
+    mark_announced(model, [decision.intent_key])
     return Completed(name=decision.outcome.value, message=decision.message, data=decision.outcome.value)

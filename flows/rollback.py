@@ -6,7 +6,8 @@ from prefect import State, flow
 from prefect.states import Completed
 
 from tasks.emit import emit
-from tasks.rollback import roll_back, rollback_event
+from tasks.retrain import mark_announced
+from tasks.rollback import roll_back, rollback_events
 
 
 @flow(name="rollback", log_prints=True)
@@ -20,5 +21,8 @@ def rollback(model: str, reason: str, to_version: str | None = None, force: bool
         force: Allow a target that never passed a judgement.
     """
     done = roll_back(model, reason, to_version, force)
-    emit([rollback_event(done)])
-    return Completed(name="RolledBack", message=f"{model}: v{done.from_version} → v{done.to_version} ({reason})")
+    emit(rollback_events(done))
+    mark_announced(model, [intent.key for intent in done.unannounced])
+    repaired = "".join(f"; {note}" for note in done.repaired)
+    message = f"{model}: v{done.from_version} → v{done.to_version} ({reason}){repaired}"
+    return Completed(name="RolledBack", message=message)

@@ -17,11 +17,14 @@ from retrainer.cycle.decide import (
     ChampionScores,
     Decision,
     Outcome,
+    announced,
+    announcement_event,
     conclude,
     evaluate,
     holdout_metric_values,
     holdout_scores,
     predict_holdout,
+    reconcile,
 )
 from retrainer.cycle.plan import (
     DataSplit,
@@ -35,6 +38,7 @@ from retrainer.cycle.plan import (
 )
 from retrainer.cycle.record import decision_markdown
 from retrainer.judge.policy import Judgement
+from retrainer.model.history import Intent
 from retrainer.model.registry import CHALLENGER, CHAMPION, VersionInfo
 from retrainer.model.training import TrainedModel, train
 from retrainer.monitor.incidents import claim_retrain, retrain_failed, retrain_finished
@@ -69,6 +73,30 @@ def claim_retrain_slot(model: str, config: ModelConfig, trigger: Trigger) -> str
     now, policy = datetime.now(UTC), config.drift.incident
     book = workspace().incidents(model)
     return book.update(lambda state: claim_retrain(state, now, trigger.incident_key, trigger.event_id, policy))
+
+
+@registry_task("reconcile-promotions")
+def reconcile_promotions(model: str) -> list[Intent]:
+    """Finish what a killed promotion or rollback left half-done; return the changes still to announce."""
+    ws = workspace()
+    done = reconcile(ws.registry, ws.history(model), model)
+    for note in done.notes:
+        print(note)
+    return done.unannounced
+
+
+@task(name="describe-unannounced")
+def unannounced_events(intents: list[Intent]) -> list[events.Event]:
+    """The events of recorded changes that may never have been emitted (ids are deterministic: repeats collapse)."""
+    return [announcement_event(intent) for intent in intents]
+
+
+@task(name="mark-announced")
+def mark_announced(model: str, keys: list[str | None]) -> None:
+    """Forget the intents whose events were emitted."""
+    history = workspace().history(model)
+    for key in keys:
+        announced(history, key)
 
 
 @task(name="start-progress")

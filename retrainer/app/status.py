@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrainer.model.registry import CHALLENGER, CHAMPION, RegistryReader, VersionInfo
 from retrainer.monitor.incidents import IncidentState
 from retrainer.workspace import Workspace
+
+if TYPE_CHECKING:
+    from retrainer.cycle.decide import Reconciliation
 
 
 def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[str, Any]:
@@ -20,13 +23,18 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
     ``quarantined`` (count), ``drift`` (``last_check``: id, time, champion version, batches, alarming,
     drift share, or ``None``; ``open_incident``: key, opened at, retrain started at, or ``None``;
     ``last_closed_incident``: key, closed at, resolution, or ``None``;
-    ``retrain_in_flight_since``) and ``decisions`` (newest first: version, outcome, reasons, at, trigger).
+    ``retrain_in_flight_since``), ``decisions`` (newest first: version, outcome, reasons, at, trigger),
+    ``repaired`` (what reconciling an interrupted promotion or rollback repaired first, one line each)
+    and ``unannounced`` (versions whose change is recorded but whose event the next retrain or
+    rollback emits).
     """
     workspace.model(model)
+    history = workspace.history(model)
+    repaired = _reconcile(workspace, model) if history.intents() else None
     registry = workspace.registry.reader()
     store = workspace.store(model)
     manifest = store.manifest()
-    entries = list(reversed(workspace.history(model).entries()))[:decisions]
+    entries = list(reversed(history.entries()))[:decisions]
     quarantined = len(list(store.quarantine_dir.glob("*.reason.json"))) if store.quarantine_dir.exists() else 0
     return {
         "model": model,
@@ -44,7 +52,16 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
             }
             for e in entries
         ],
+        "repaired": repaired.notes if repaired else [],
+        "unannounced": [intent.version for intent in repaired.unannounced] if repaired else [],
     }
+
+
+def _reconcile(workspace: Workspace, model: str) -> Reconciliation:
+    # Imported here: only a half-done change costs the decision code and a full registry (MLflow).
+    from retrainer.cycle.decide import reconcile
+
+    return reconcile(workspace.registry, workspace.history(model), model)
 
 
 def _version_status(registry: RegistryReader, found: VersionInfo | None, alias: str) -> dict[str, Any] | None:
@@ -88,7 +105,7 @@ def _split_ids(value: str | None) -> list[str]:
 
 def render_text(status: dict[str, Any]) -> str:
     """Human-readable status."""
-    lines = [f"model        {status['model']}", f"tracking     {status['tracking_uri']}"]
+    lines = [*status["repaired"], f"model        {status['model']}", f"tracking     {status['tracking_uri']}"]
     champion = status["champion"]
     if champion is None:
         lines.append("champion     none yet (the first retrain that meets the floors becomes champion)")

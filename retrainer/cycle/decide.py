@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from retrainer import events
 from retrainer.config import ModelConfig, PromotionMode
 from retrainer.cycle.plan import Frames, Trigger
 from retrainer.data.features import label_vector
 from retrainer.data.store import utc_now
 from retrainer.judge.policy import HoldoutScores, Judgement, judge
-from retrainer.model.history import History, HistoryEntry
+from retrainer.model.history import History, HistoryEntry, Intent, new_intent_key
 from retrainer.model.registry import CHAMPION, Registry, VersionInfo, decision_json
 
 
@@ -64,6 +66,7 @@ class Decision:
     champion_before: str | None
     reasons: list[str]
     judgement: Judgement | None
+    intent_key: str | None = field(default=None, compare=False)
 
     @property
     def champion_after(self) -> str | None:
@@ -88,31 +91,80 @@ def conclude(
     """Turn a judgement into an outcome, move ``@champion`` if earned, and record everything.
 
     The champion moves only by compare-and-set against the version judged against; if it moved
-    meanwhile, the outcome is ``Superseded``.
+    meanwhile, the outcome is ``Superseded``. Under the model's promotion lock an intent is written
+    first, then the alias moves, then the version tags and the history line follow: a process killed
+    at any point leaves an intent that :func:`reconcile` completes or abandons. The intent stays until
+    the decision is announced (:func:`announced`); its key is ``Decision.intent_key``.
     """
     expected = champion.version if champion else None
     outcome, reasons = _outcome(judgement, mode)
-    if outcome is Outcome.PROMOTED and not registry.set_alias_if(version.model, CHAMPION, version.version, expected):
+    with registry.promotion_lock(version.model):
+        earlier = _resume(registry, history, version.version)
+        if earlier is not None:  # a retried task: the first attempt already decided
+            reasons = list(earlier.entry.reasons)
+            outcome = Outcome(earlier.entry.outcome)
+            return Decision(version.model, version.version, outcome, expected, reasons, judgement, earlier.key)
         now = registry.alias(version.model, CHAMPION)
-        outcome = Outcome.SUPERSEDED
-        reasons = [
-            f"champion moved to v{now.version if now else '?'} while v{version.version} was judged against v{expected}"
-        ]
-    decision = Decision(version.model, version.version, outcome, expected, reasons, judgement)
-    _record(registry, history, decision, trigger)
-    return decision
+        if outcome is Outcome.PROMOTED and (now.version if now else None) != expected:
+            outcome = Outcome.SUPERSEDED
+            reasons = [
+                f"champion moved to v{now.version if now else '?'} while v{version.version} was judged against"
+                f" v{expected}"
+            ]
+        decision = Decision(version.model, version.version, outcome, expected, reasons, judgement)
+        intent = _decision_intent(decision, trigger)
+        history.write_intent(intent)
+        if intent.alias_to is not None:
+            registry.set_alias(version.model, CHAMPION, intent.alias_to)
+        complete(registry, history, intent)
+    return replace(decision, intent_key=intent.key)
 
 
-def _outcome(judgement: Judgement | None, mode: PromotionMode) -> tuple[Outcome, list[str]]:
-    if judgement is None or mode == "disabled":
-        return Outcome.SKIPPED, ["promotion mode is 'disabled': not judged"]
-    if mode == "dry_run":
-        would = "would promote" if judgement.verdict == "promote" else "would reject"
-        return Outcome.DRY_RUN, [f"dry run, {would}", *judgement.reasons]
-    return (Outcome.PROMOTED if judgement.verdict == "promote" else Outcome.REJECTED), judgement.reasons
+def _resume(registry: Registry, history: History, version: str) -> Intent | None:
+    for intent in history.intents():
+        if intent.version == version and intent.entry.action == "judged":
+            if intent.state == "pending":
+                _repair(registry, history, intent)
+            return next((i for i in history.intents() if i.key == intent.key), None)
+    return None
 
 
-def _record(registry: Registry, history: History, decision: Decision, trigger: Trigger) -> None:
+def _decision_intent(decision: Decision, trigger: Trigger) -> Intent:
+    promoted = decision.outcome is Outcome.PROMOTED
+    announcement = {
+        "event": "decided",
+        "model": decision.model,
+        "version": decision.version,
+        "outcome": decision.outcome.value,
+        "champion_before": decision.champion_before,
+        "champion_after": decision.champion_after,
+        "reasons": decision.reasons,
+        "trigger": trigger.as_dict(),
+    }
+    return Intent(
+        key=new_intent_key(),
+        model=decision.model,
+        version=decision.version,
+        alias_from=decision.champion_before,
+        alias_to=decision.version if promoted else None,
+        tags=_decision_tags(decision, trigger),
+        entry=HistoryEntry(
+            at=utc_now(),
+            model=decision.model,
+            action="judged",
+            outcome=decision.outcome.value,
+            version=decision.version,
+            replaced=decision.champion_before if promoted else None,
+            champion_before=decision.champion_before,
+            reasons=decision.reasons,
+            trigger=trigger.as_dict(),
+            actor=trigger.actor,
+        ),
+        announcement=announcement,
+    )
+
+
+def _decision_tags(decision: Decision, trigger: Trigger) -> dict[str, str]:
     judgement = decision.judgement
     tags = {
         "retrainer.outcome": decision.outcome.value,
@@ -124,22 +176,102 @@ def _record(registry: Registry, history: History, decision: Decision, trigger: T
     }
     if judgement is not None:
         tags["retrainer.metrics"] = decision_json({m.metric: asdict(m) for m in judgement.metrics})
-    registry.tag_version(decision.model, decision.version, tags)
-    replaced = decision.champion_before if decision.outcome is Outcome.PROMOTED else None
-    history.append(
-        HistoryEntry(
-            at=utc_now(),
-            model=decision.model,
-            action="judged",
-            outcome=decision.outcome.value,
-            version=decision.version,
-            replaced=replaced,
-            champion_before=decision.champion_before,
-            reasons=decision.reasons,
-            trigger=trigger.as_dict(),
-            actor=trigger.actor,
+    return tags
+
+
+def complete(registry: Registry, history: History, intent: Intent) -> bool:
+    """Write the intent's tags and history line (both idempotent) and mark it recorded.
+
+    Call under the promotion lock, once the alias (if the intent moves it) points at ``alias_to``.
+
+    Returns:
+        True when the history line was written now (False: it was already there).
+    """
+    registry.tag_version(intent.model, intent.version, intent.tags)
+    appended = history.append_once(intent.entry)
+    history.write_intent(replace(intent, state="recorded"))
+    return appended
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What :func:`reconcile` repaired, and the events still to announce.
+
+    Attributes:
+        notes: One line per repaired intent (empty when nothing was left unfinished).
+        unannounced: Recorded intents whose event may not have been emitted; emit
+            :func:`announcement_event` of each, then call :func:`announced`.
+    """
+
+    notes: list[str]
+    unannounced: list[Intent]
+
+
+def reconcile(registry: Registry, history: History, model: str) -> Reconciliation:
+    """Finish or abandon what a killed process left half-done in ``model``'s promotion record.
+
+    Holds the promotion lock. A pending intent whose alias move happened (or needed none) gets its
+    version tags and history line; one whose alias never moved is recorded as ``Abandoned`` in the
+    history and dropped. Cheap when the journal is empty (no registry call).
+    """
+    if not history.intents():
+        return Reconciliation([], [])
+    notes: list[str] = []
+    with registry.promotion_lock(model):
+        for intent in history.intents():
+            if intent.state == "pending":
+                notes.append(_repair(registry, history, intent))
+        return Reconciliation(notes, history.intents())
+
+
+def _repair(registry: Registry, history: History, intent: Intent) -> str:
+    what = f"{intent.model} v{intent.version} {intent.entry.outcome}"
+    now = registry.alias(intent.model, CHAMPION)
+    if intent.alias_to is None or (now is not None and now.version == intent.alias_to):
+        line = "history line written" if complete(registry, history, intent) else "history line was already there"
+        return f"repaired: completed the interrupted {what} (version tags written, {line})"
+    history.append_once(
+        replace(
+            intent.entry, outcome="Abandoned", replaced=None, reasons=[f"interrupted before @champion moved; {what}"]
         )
     )
+    history.drop_intent(intent)
+    champion = f"v{now.version}" if now else "unset"
+    return f"repaired: the interrupted {what} never moved @champion (still {champion}); recorded as abandoned"
+
+
+def announced(history: History, key: str | None) -> None:
+    """Forget the intent ``key`` once its event was emitted (``None``: nothing to forget)."""
+    for intent in history.intents():
+        if intent.key == key and intent.state == "recorded":
+            history.drop_intent(intent)
+
+
+def announcement_event(intent: Intent) -> events.Event:
+    """The event a recorded intent announces (``model.promoted``/``rejected`` or ``model.rolled_back``)."""
+    said: dict[str, Any] = intent.announcement
+    if said["event"] == "rolled_back":
+        return events.rolled_back(
+            model=said["model"], from_version=said["from_version"], to_version=said["to_version"], reason=said["reason"]
+        )
+    return events.model_decided(
+        model=said["model"],
+        version=said["version"],
+        outcome=said["outcome"],
+        champion_before=said["champion_before"],
+        champion_after=said["champion_after"],
+        reasons=said["reasons"],
+        trigger=Trigger(**said["trigger"]),
+    )
+
+
+def _outcome(judgement: Judgement | None, mode: PromotionMode) -> tuple[Outcome, list[str]]:
+    if judgement is None or mode == "disabled":
+        return Outcome.SKIPPED, ["promotion mode is 'disabled': not judged"]
+    if mode == "dry_run":
+        would = "would promote" if judgement.verdict == "promote" else "would reject"
+        return Outcome.DRY_RUN, [f"dry run, {would}", *judgement.reasons]
+    return (Outcome.PROMOTED if judgement.verdict == "promote" else Outcome.REJECTED), judgement.reasons
 
 
 def holdout_metric_values(judgement: Judgement) -> dict[str, float]:

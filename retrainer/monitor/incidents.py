@@ -15,6 +15,13 @@ Rules, in the order they apply to a new check:
 5. Otherwise an incident opens when at least ``k`` of the last ``n`` checks alarmed and the latest
    did. Its key names the model, the champion version and the first alarming check counted.
 
+A retrain holds its model's slot (:class:`SlotHolder`: flow run, lease, host, pid and a heartbeat
+renewed every few seconds). A retrain whose process is gone (same host: its pid no longer runs;
+any host: no heartbeat for :data:`HOLDER_STALE_SECONDS`) is no longer in flight: the next read of
+the book closes its incident as ``retrain crashed`` and does not let it start a cooldown, so a drift
+check right after opens an incident instead of being absorbed. The slot record stays until the next
+retrain releases the dead lease.
+
 A retrain claims its event id and incident key first: a second retrain for the same event or the
 same incident (the last 200 of each are remembered) is a duplicate and does nothing. So is a
 retrain for an incident the monitor did not open (an outside drift alert) within the cooldown.
@@ -28,9 +35,11 @@ checks still count, so persisting drift opens a new incident once the cooldown h
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +50,8 @@ from retrainer.fsutil import atomic_write_bytes, file_lock
 T = TypeVar("T")
 _KEPT_CLOSED = 20
 _KEPT_ANSWERED = 200
+# A holder renews its heartbeat every few seconds; this much silence means it is gone (other hosts).
+HOLDER_STALE_SECONDS = 30.0
 
 
 class Action(StrEnum):
@@ -80,6 +91,51 @@ class Incident:
 
 
 @dataclass(frozen=True)
+class SlotHolder:
+    """The retrain holding the model's slot: enough to tell whether it still runs, and to free its lease.
+
+    Attributes:
+        flow_run_id: The Prefect flow run of the retrain, if any.
+        lease_id: The Prefect concurrency lease it holds.
+        host: Host name of its process.
+        pid: Process id on that host.
+        heartbeat_at: Last time the process said it was alive.
+    """
+
+    flow_run_id: str | None
+    lease_id: str
+    host: str
+    pid: int
+    heartbeat_at: datetime
+
+    @classmethod
+    def here(cls, flow_run_id: str | None, lease_id: str, at: datetime) -> SlotHolder:
+        """A holder for this process."""
+        return cls(flow_run_id, lease_id, socket.gethostname(), os.getpid(), at)
+
+
+def holder_gone(holder: SlotHolder, now: datetime) -> bool:
+    """True when the holder's heartbeat is stale, or it ran on this host and its process is gone."""
+    if (now - holder.heartbeat_at).total_seconds() > HOLDER_STALE_SECONDS:
+        return True
+    return holder.host == socket.gethostname() and not _process_alive(holder.pid)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed process its parent has not reaped yet is a zombie: gone all the same
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+@dataclass(frozen=True)
 class IncidentState:
     """Everything the rules remember about one model."""
 
@@ -93,6 +149,7 @@ class IncidentState:
     last_checked_batch: str | None = None
     answered_events: list[str] = field(default_factory=list)
     answered_incidents: list[str] = field(default_factory=list)
+    slot: SlotHolder | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +287,47 @@ def retrain_failed(state: IncidentState, at: datetime, how: str) -> IncidentStat
     return state
 
 
+def hold_slot(state: IncidentState, holder: SlotHolder) -> IncidentState:
+    """Record the retrain that now holds the slot (replacing a dead holder's record)."""
+    return replace(state, slot=holder)
+
+
+def heartbeat(state: IncidentState, lease_id: str, at: datetime) -> IncidentState:
+    """The holder of ``lease_id`` is alive at ``at`` (nothing changes if another holds the slot)."""
+    if state.slot is None or state.slot.lease_id != lease_id:
+        return state
+    return replace(state, slot=replace(state.slot, heartbeat_at=at))
+
+
+def release_slot(state: IncidentState, lease_id: str) -> IncidentState:
+    """Forget the holder of ``lease_id`` (its lease was released)."""
+    if state.slot is None or state.slot.lease_id != lease_id:
+        return state
+    return replace(state, slot=None)
+
+
+def retrain_crashed(state: IncidentState, at: datetime) -> IncidentState:
+    """The retrain in flight died without a word: it is no longer in flight and started no cooldown.
+
+    Its incident closes as ``retrain crashed`` (its checks still count). The slot record stays: the
+    next retrain frees the dead lease it names.
+    """
+    if state.retrain_in_flight_since is None:
+        return state
+    started = state.retrain_in_flight_since
+    state = retrain_failed(state, at, "Crashed")
+    if state.last_retrain_started_at == started:
+        state = replace(state, last_retrain_started_at=None)
+    return state
+
+
+def reap_crashed_retrain(state: IncidentState, now: datetime) -> IncidentState:
+    """Apply :func:`retrain_crashed` when the retrain in flight's slot holder is gone."""
+    if state.retrain_in_flight_since is None or state.slot is None or not holder_gone(state.slot, now):
+        return state
+    return retrain_crashed(state, now)
+
+
 def _close(state: IncidentState, at: datetime, resolution: str) -> IncidentState:
     if state.open is None:
         return state
@@ -259,10 +357,11 @@ class IncidentBook:
         self.model = model
 
     def read(self) -> IncidentState:
-        """The current state; an empty one before the first check."""
+        """The current state (a crashed retrain already no longer in flight); an empty one before the first check."""
         if not self.path.exists():
             return IncidentState(model=self.model)
-        return _state_from_json(json.loads(self.path.read_text(encoding="utf-8")))
+        state = _state_from_json(json.loads(self.path.read_text(encoding="utf-8")))
+        return reap_crashed_retrain(state, datetime.now(UTC))
 
     def update(self, change: Callable[[IncidentState], tuple[IncidentState, T]]) -> T:
         """Apply ``change`` to the state under the lock, persist the new state, return its result."""
@@ -289,7 +388,14 @@ def _state_from_json(raw: dict[str, Any]) -> IncidentState:
         last_checked_batch=raw.get("last_checked_batch"),
         answered_events=raw.get("answered_events", []),
         answered_incidents=raw.get("answered_incidents", []),
+        slot=_holder(raw.get("slot")),
     )
+
+
+def _holder(raw: dict[str, Any] | None) -> SlotHolder | None:
+    if not raw:
+        return None
+    return SlotHolder(**{**raw, "heartbeat_at": datetime.fromisoformat(raw["heartbeat_at"])})
 
 
 def _incident(raw: dict[str, Any]) -> Incident:

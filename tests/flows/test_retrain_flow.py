@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import mlflow
@@ -15,7 +16,9 @@ from flows.retrain import retrain
 from flows.rollback import rollback
 from retrainer.app.cli import main as cli_main
 from retrainer.app.status import model_status
+from retrainer.cycle.decide import announcement_event
 from retrainer.data.synth import demo_config, make_batch
+from retrainer.model.history import HistoryEntry, Intent, new_intent_key
 from tests.conftest import Project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -166,3 +169,46 @@ def test_cli_round_trip(project: Project, capsys: pytest.CaptureFixture[str]) ->
     assert status["champion"]["version"] == "1" and status["champion"]["model_uri"] == "models:/churn@champion"
     assert status["decisions"][0]["outcome"] == "Promoted" and status["decisions"][0]["reasons"]
     assert cli_main(["retrain", "--model", "nope"]) == 1
+
+
+def _event_ids(name: str) -> set[str]:
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    with get_client(sync_client=True) as client:
+        page = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
+    return {str(event.id) for event in page.events}
+
+
+def test_next_retrain_announces_a_promotion_whose_event_a_crash_lost(project: Project) -> None:
+    _ingest_days(project, range(3))
+    assert _retrain("initial").name == "Promoted"
+    history = project.workspace().history("churn")
+    assert history.intents() == []  # announced promotions leave nothing behind
+    # What a retrain killed after recording v7's promotion, before emitting its event, leaves behind.
+    entry = HistoryEntry(
+        at="2026-01-01T00:00:00+00:00", model="churn", action="judged", outcome="Promoted", version="7"
+    )
+    trigger = {"reason": "killed", "event_id": None, "incident_key": None, "event_name": None}
+    said = {"event": "decided", "model": "churn", "version": "7", "outcome": "Promoted", "champion_before": "1"}
+    lost = Intent(
+        key=new_intent_key(),
+        model="churn",
+        version="7",
+        alias_from="1",
+        alias_to="7",
+        tags={},
+        entry=entry,
+        announcement={**said, "champion_after": "7", "reasons": [], "trigger": {**trigger, "event_payload": {}}},
+        state="recorded",
+    )
+    history.write_intent(lost)
+    expected = str(announcement_event(lost).id)
+
+    assert _retrain("next").name in {"Promoted", "Rejected"}
+
+    assert history.intents() == []
+    deadline = time.monotonic() + 20
+    while expected not in _event_ids("retrainer.model.promoted"):
+        assert time.monotonic() < deadline, "the lost model.promoted event was never emitted"
+        time.sleep(0.5)
