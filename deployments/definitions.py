@@ -14,6 +14,12 @@ model from the event's resource name.
   incident key and the event id, which the retrain uses to refuse duplicates;
 * each model's monitor runs on its own schedule (``automation.monitor_cron`` or
   ``automation.monitor_interval_seconds``).
+
+Storms are stopped on the server, before any process starts: each retrain trigger fires at most
+once per model per ``RETRAIN_COALESCE_SECONDS`` (later events in that window are recorded by the
+server but start nothing), the retrain deployment runs at most as many flow runs as there are
+models (further runs wait as ``AwaitingConcurrencySlot``, without a process), and ``retrainer
+serve`` or a worker runs at most :func:`serve_limit` flow runs at once.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ if TYPE_CHECKING:
 DEPLOYMENT = "default"
 TAGS = ["retrainer"]
 MODEL_FROM_EVENT = "{{ event.resource.name }}"
+# A storm of distinct alerts for one model starts one retrain, not one per alert; the retrain's own
+# dedupe (incident, event id, cooldown) decides about the alerts after the window.
+RETRAIN_COALESCE_SECONDS = 15
 
 
 def trigger_specs() -> dict[str, list[dict[str, Any]]]:
@@ -55,8 +64,13 @@ def trigger_specs() -> dict[str, list[dict[str, Any]]]:
             _spec("monitor-on-new-data", events.DATA_ARRIVED, {"model": MODEL_FROM_EVENT}, events.MONITOR),
         ],
         "retrain": [
-            _spec("retrain-on-drift", events.DRIFT_DETECTED, incident),
-            _spec("retrain-on-degraded-performance", events.PERFORMANCE_DEGRADED, incident),
+            _spec("retrain-on-drift", events.DRIFT_DETECTED, incident, within=RETRAIN_COALESCE_SECONDS),
+            _spec(
+                "retrain-on-degraded-performance",
+                events.PERFORMANCE_DEGRADED,
+                incident,
+                within=RETRAIN_COALESCE_SECONDS,
+            ),
             _spec(
                 "retrain-on-new-data",
                 events.DATA_ARRIVED,
@@ -68,12 +82,16 @@ def trigger_specs() -> dict[str, list[dict[str, Any]]]:
                     "event_payload": "{{ event.payload }}",
                 },
                 events.RETRAIN,
+                within=RETRAIN_COALESCE_SECONDS,
             ),
         ],
     }
 
 
-def _spec(name: str, event: str, parameters: dict[str, str], new_data_action: str | None = None) -> dict[str, Any]:
+def _spec(
+    name: str, event: str, parameters: dict[str, str], new_data_action: str | None = None, within: int = 0
+) -> dict[str, Any]:
+    """One reactive trigger per model resource; with ``within`` > 0 it fires at most once per window."""
     match = events.model_resources_match()
     if new_data_action is not None:
         match[events.NEW_DATA_ACTION] = new_data_action
@@ -86,7 +104,7 @@ def _spec(name: str, event: str, parameters: dict[str, str], new_data_action: st
         "for_each": ["prefect.resource.id"],
         "posture": "Reactive",
         "threshold": 1,
-        "within": 0,
+        "within": within,
         "parameters": dict(parameters),
     }
 
@@ -134,16 +152,37 @@ def schedules(project: ProjectConfig) -> list[Schedule]:
     return made
 
 
+def serve_limit(project: ProjectConfig) -> int:
+    """Most flow runs one ``retrainer serve`` process (or one worker) runs at once.
+
+    Each run is a process importing MLflow, LightGBM and Evidently (a few hundred MB): two per model
+    (a retrain and a monitor or ingest) plus two spare keep a host's memory bounded in any storm.
+    """
+    return 2 + 2 * len(project.models)
+
+
+def retrain_concurrency(project: ProjectConfig) -> dict[str, Any]:
+    """The retrain deployment's concurrency rule, as plain data (the shape ``prefect.yaml`` uses).
+
+    As many retrains at once as there are models; each takes its model's single-flight slot, so a
+    model never runs two. Runs over the limit wait on the server (``ENQUEUE``) without a process.
+    """
+    return {"limit": max(1, len(project.models)), "collision_strategy": "ENQUEUE"}
+
+
 def deployments(project: ProjectConfig) -> list[Any]:
     """Every deployment (``RunnerDeployment``) with its triggers and schedules, ready to serve."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
     from flows.ingest import ingest
     from flows.monitor import monitor
     from flows.retrain import retrain
     from flows.rollback import rollback
 
+    limit = ConcurrencyLimitConfig(**retrain_concurrency(project))
     return [
         ingest.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("ingest")),
         monitor.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("monitor"), schedules=schedules(project)),
-        retrain.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("retrain")),
+        retrain.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("retrain"), concurrency_limit=limit),
         rollback.to_deployment(name=DEPLOYMENT, tags=TAGS),
     ]

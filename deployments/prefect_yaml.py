@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployments.definitions import DEPLOYMENT, TAGS, schedule_specs, trigger_specs
+from deployments.definitions import DEPLOYMENT, TAGS, retrain_concurrency, schedule_specs, serve_limit, trigger_specs
 from retrainer.config import ProjectConfig
 
 WORK_POOL = "retrainer"
@@ -17,7 +17,7 @@ HEADER = """\
 # and the model config; edit those and regenerate instead of editing this file.
 #   prefect work-pool create retrainer --type process
 #   prefect deploy --all
-#   PREFECT_WORKER_QUERY_SECONDS=1 prefect worker start --pool retrainer
+#   PREFECT_WORKER_QUERY_SECONDS=1 prefect worker start --pool retrainer --limit {limit}
 # Every run reads RETRAINER_CONFIG / RETRAINER_HOME / MLFLOW_TRACKING_URI from the worker's environment.
 """
 FLOWS = {
@@ -51,6 +51,8 @@ def _deployment(flow_name: str, project: ProjectConfig) -> dict[str, Any]:
         entry["triggers"] = found
     if flow_name == "monitor":
         entry["schedules"] = schedule_specs(project)
+    if flow_name == "retrain":
+        entry["concurrency_limit"] = retrain_concurrency(project)
     return entry
 
 
@@ -58,4 +60,6 @@ def render(project: ProjectConfig, prefect_version: str) -> str:
     """The ``prefect.yaml`` text."""
     import yaml
 
-    return HEADER + yaml.safe_dump(document(project, prefect_version), sort_keys=False, width=120)
+    return HEADER.format(limit=serve_limit(project)) + yaml.safe_dump(
+        document(project, prefect_version), sort_keys=False, width=120
+    )

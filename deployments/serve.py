@@ -2,12 +2,13 @@
 
 Run ``retrainer serve`` (or ``python -m deployments.serve``) with ``PREFECT_API_URL`` pointing at a
 Prefect server or a Prefect Cloud workspace. Runs started by events, schedules, the UI, the API or
-``prefect deployment run`` execute here.
+``prefect deployment run`` execute here, at most ``serve_limit`` at once (the rest wait on the
+server without a process).
 """
 
 from __future__ import annotations
 
-from deployments.definitions import deployments
+from deployments.definitions import deployments, serve_limit
 from retrainer.workspace import Workspace
 from tasks._single_flight import ensure_retrain_limits
 
@@ -17,12 +18,12 @@ POLL_SECONDS = 1.0
 
 
 def main() -> None:
-    """Create the per-model retrain limits, then serve until interrupted."""
+    """Create the per-model retrain limits, then serve (a bounded number of runs at once) until interrupted."""
     from prefect import serve
 
     project = Workspace.open().project
     ensure_retrain_limits(project.models)
-    serve(*deployments(project), query_seconds=POLL_SECONDS)
+    serve(*deployments(project), query_seconds=POLL_SECONDS, limit=serve_limit(project))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
+from retrainer.config import load_settings
 from retrainer.errors import TransientRegistryError
 from retrainer.workspace import Workspace
 
@@ -16,19 +18,42 @@ R = TypeVar("R")
 REGISTRY_RETRY_DELAYS = [2.0, 5.0, 15.0]
 
 
+def outage_budget_seconds() -> float:
+    """How long a registry task keeps retrying an unreachable registry, from its first attempt.
+
+    The setting ``RETRAINER_OUTAGE_BUDGET_SECONDS`` (default 120).
+
+    Raises:
+        ConfigError: the variable is not a positive number of seconds.
+    """
+    return load_settings().outage_budget_seconds
+
+
 def only_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: retry a task only when it failed on a transient registry error."""
+    """Retry condition: retry only a transient registry error, and only while the outage budget lasts."""
     try:
         state.result()
     except TransientRegistryError:
-        return True
+        return _retry_fits_budget(task_run)
     except Exception:  # noqa: BLE001 - any other failure is final, so it must not be retried
         return False
     return False
 
 
+def _retry_fits_budget(task_run: Any) -> bool:
+    now = datetime.now(UTC)
+    started = task_run.start_time or now
+    delay: float = REGISTRY_RETRY_DELAYS[min(max(task_run.run_count, 1), len(REGISTRY_RETRY_DELAYS)) - 1]
+    elapsed: float = (now - started).total_seconds()
+    return elapsed + delay <= outage_budget_seconds()
+
+
 def registry_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
-    """Decorator for a task that talks to the model registry: retried on transient errors only."""
+    """Decorator for a task that talks to the model registry: retried on transient errors only.
+
+    Retries stop once the next one would start after the outage budget (:func:`outage_budget_seconds`);
+    the task then fails with the registry's error, which names the store it could not reach.
+    """
     return task(
         name=name,
         cache_policy=NO_CACHE,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +17,9 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_REJECTED = 2
+# Commands that run a flow in this process (Prefect is imported by them anyway).
+FLOW_COMMANDS = {"ingest", "retrain", "monitor", "rollback", "demo"}
+_ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Event-driven retraining for LightGBM models on Prefect and MLflow.",
         epilog="Config: ./retrainer.yaml or $RETRAINER_CONFIG. State: ./.retrainer or $RETRAINER_HOME.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (one line otherwise)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = commands.add_parser("ingest", help="check labelled files and store them as batches")
@@ -113,11 +119,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     from retrainer.errors import RetrainerError
 
+    if not args.debug and args.command in FLOW_COMMANDS:
+        _one_line_errors()
     try:
         return handler(args)
     except RetrainerError as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:
+        if args.debug:
+            raise
+        # Anything not translated into a domain error still ends in one line; --debug shows where.
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: {type(exc).__name__}: {first} (--debug for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+class _EngineErrorsAsOneLine(logging.Filter):
+    """Console filter: drops the engine's failure reports (the command's last line states the failure)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(_ENGINE_LOGGERS) and record.levelno >= logging.ERROR:
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def _one_line_errors() -> None:
+    """Make a failed flow command print one line: the run's final state, without tracebacks.
+
+    Prefect's engine logs each failed task and flow run at ERROR with its traceback, and MLflow's
+    HTTP client warns on every retry; both say what the last line already says. Only the console is
+    filtered: Prefect's API handler has already sent the full record (traceback included) to the
+    run's logs in the UI by the time a console handler sees it.
+    """
+    import prefect.main  # noqa: F401 - sets up Prefect's logging, which this then adjusts
+
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.Logger.manager.loggerDict)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            prefects_console = isinstance(handler, logging.StreamHandler) and type(handler).__module__.startswith(
+                "prefect."
+            )
+            if prefects_console and not any(isinstance(f, _EngineErrorsAsOneLine) for f in handler.filters):
+                handler.addFilter(_EngineErrorsAsOneLine())
 
 
 def _ingest(args: argparse.Namespace) -> int:

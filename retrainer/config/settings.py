@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retrainer.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -26,6 +28,9 @@ class Settings(BaseSettings):
         description="MLflow tracking/registry URI; default SQLite under <home>",
     )
     webhook_secret: SecretStr | None = Field(None, description="Shared secret of the webhook receiver and sender")
+    outage_budget_seconds: float = Field(
+        120.0, gt=0, allow_inf_nan=False, description="How long registry steps retry an unreachable registry"
+    )
 
     @property
     def data_dir(self) -> Path:
@@ -49,5 +54,13 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment, with keyword overrides taking precedence."""
-    return Settings(**overrides)
+    """Read settings from the environment, with keyword overrides taking precedence.
+
+    Raises:
+        ConfigError: a ``RETRAINER_*`` variable holds a value its setting refuses; the message names it.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [f"RETRAINER_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid settings\n" + "\n".join(problems)) from None

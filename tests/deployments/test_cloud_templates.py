@@ -39,7 +39,7 @@ def _shape(event: Event) -> dict[str, Any]:
             model="churn",
             alert_id="a1",
             drift_share=0.5,
-            drifted_columns=[{"column": "x", "score": 0.2, "method": "psi"}, "y"],  # type: ignore[list-item]
+            drifted_columns=[{"column": "x", "score": 0.2, "method": "psi"}, "y"],
         ),
     ],
 )

@@ -11,7 +11,14 @@ from typing import Any
 
 import yaml
 
-from deployments.definitions import deployments, schedule_specs, trigger_specs, triggers
+from deployments.definitions import (
+    RETRAIN_COALESCE_SECONDS,
+    deployments,
+    schedule_specs,
+    serve_limit,
+    trigger_specs,
+    triggers,
+)
 from deployments.notify_on_promotion import BODY, SUBJECT, trigger_spec
 from deployments.prefect_yaml import render
 from retrainer import events
@@ -38,6 +45,22 @@ def test_served_deployments_carry_exactly_the_rendered_triggers_and_schedules() 
     [schedule] = served["monitor"].schedules
     assert schedule.parameters == {"model": "churn"} and schedule.slug == "monitor-churn"
     assert schedule.schedule.cron == "0 * * * *"
+
+
+def test_a_storm_is_stopped_on_the_server_before_a_process_starts() -> None:
+    config = demo_config()
+    config["models"]["fraud"] = dict(config["models"]["churn"])  # type: ignore[index]
+    project = parse_project(config, "two models")
+    served = {d.flow_name: d for d in deployments(project)}
+    retrain_triggers = served["retrain"].triggers
+    assert retrain_triggers and all(t.within == timedelta(seconds=RETRAIN_COALESCE_SECONDS) for t in retrain_triggers)
+    assert all(t.for_each == {"prefect.resource.id"} and t.threshold == 1 for t in retrain_triggers)
+    options = served["retrain"].concurrency_options
+    assert served["retrain"].concurrency_limit == 2
+    assert options is not None and options.collision_strategy.value == "ENQUEUE"
+    [rendered] = [d for d in yaml.safe_load(render(project, "3"))["deployments"] if "retrain" in d["entrypoint"]]
+    assert rendered["concurrency_limit"] == {"limit": 2, "collision_strategy": "ENQUEUE"}
+    assert serve_limit(project) == 6 and "--limit 6" in render(project, "3")
 
 
 def _trigger_fields(trigger: Any) -> dict[str, Any]:
@@ -97,10 +120,23 @@ def _made_events() -> dict[str, events.Event]:
     """One event of each constructor, as the producers make them."""
     from retrainer.cycle.plan import Trigger
 
-    batch = {"batch_id": "b1", "sha256": "0" * 64, "rows": 10, "time_min": None, "time_max": None, "source": "/a.csv"}
+    batch: dict[str, Any] = {
+        "batch_id": "b1",
+        "sha256": "0" * 64,
+        "rows": 10,
+        "time_min": None,
+        "time_max": None,
+        "source": "/a.csv",
+    }
     evidence = events.DriftEvidence(check_id="c1", drift_share=0.5, drift_detected=True)
     incident = {"model": "churn", "incident_key": "churn:v1:c1", "reason": "drift incident churn:v1:c1"}
-    decided = {"model": "churn", "version": "2", "champion_before": "1", "reasons": ["better"], "trigger": Trigger()}
+    decided: dict[str, Any] = {
+        "model": "churn",
+        "version": "2",
+        "champion_before": "1",
+        "reasons": ["better"],
+        "trigger": Trigger(),
+    }
     return {
         "files_landed": events.files_landed(model="churn", files=["/a.csv"], source="airflow", notice_id="n1"),
         "data_arrived/monitor": events.data_arrived(model="churn", **batch, retrain_directly=False),

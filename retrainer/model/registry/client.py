@@ -35,6 +35,13 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 _SERVING_CODE = Path(__file__).with_name("serving.py")
 _TAG_LIMIT = 5000
+# At most 3 tries a request (about 3 s when refused, 3 x 20 s when it hangs); see _bound_http_retries.
+_HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 # The MLmodel metadata section that marks a model retrainer registered (and lists its features' kinds).
 _METADATA_KEY = "retrainer"
 
@@ -65,11 +72,12 @@ class Registry:
         """The MLflow client, created on first use (a fresh SQLite store is created under a lock)."""
         from mlflow import MlflowClient
 
+        _bound_http_retries()
         if sqlite_path(self.tracking_uri) is None:
             return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         # Processes that open a fresh SQLite store at once race on its migrations and break it (e.g.
         # the monitors a first ingest starts under `retrainer serve`): one at a time opens both stores.
-        with file_lock(self.lock_dir / "mlflow-store.lock"):
+        with file_lock(self.lock_dir / "mlflow-store.lock"), self._errors("opening the store"):
             client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
             client.search_experiments(max_results=1)
             client.search_registered_models(max_results=1)
@@ -233,26 +241,13 @@ class Registry:
         except MlflowException as exc:
             if _is_not_found(exc):
                 return None
-            raise _translate(exc, f"alias {model}@{alias}") from exc
+            raise _translate(exc, f"alias {model}@{alias}", self.tracking_uri) from exc
         return _info(found)
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version`` unconditionally."""
         with self._errors(f"alias {model}@{alias}"):
             self.client.set_registered_model_alias(model, alias, version)
-
-    def set_alias_if(self, model: str, alias: str, version: str, expected: str | None) -> bool:
-        """Point ``alias`` at ``version`` only if it still points at ``expected`` (``None``: unset).
-
-        Returns:
-            True when moved; False when someone else moved the alias since it was read.
-        """
-        with self.promotion_lock(model):
-            current = self.alias(model, alias)
-            if (current.version if current else None) != expected:
-                return False
-            self.set_alias(model, alias, version)
-            return True
 
     @contextmanager
     def promotion_lock(self, model: str) -> Iterator[None]:
@@ -297,7 +292,12 @@ class Registry:
         try:
             yield
         except MlflowException as exc:
-            raise _translate(exc, what) from exc
+            raise _translate(exc, what, self.tracking_uri) from exc
+        except Exception as exc:
+            # Opening a SQLite store runs SQLAlchemy outside MLflow's own error translation.
+            if type(exc).__name__ != "OperationalError":
+                raise
+            raise _translate(exc, what, self.tracking_uri) from exc
 
 
 def _info(found: Any) -> VersionInfo:
@@ -343,12 +343,33 @@ def _is_not_found(exc: Exception) -> bool:
     return code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
 
 
-def _translate(exc: Exception, what: str) -> RegistryError:
+def _bound_http_retries() -> None:
+    """Bound MLflow's own HTTP retries, unless the operator set them.
+
+    MLflow retries a refused or failing request 7 times with exponential backoff (about 4 minutes a
+    call), and our tasks retry on top of that: a tracking server that is down held a run for ~16
+    minutes. Retrying is the tasks' job, within their time budget (``tasks._common``).
+    """
+    for name, value in _HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def _translate(exc: Exception, what: str, tracking_uri: str) -> RegistryError:
+    """A domain error for an MLflow failure; a transient one names the store it could not use."""
     code = str(getattr(exc, "error_code", ""))
-    message = f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "database is locked" in first_line:
+        return TransientRegistryError(
+            f"{what}: the MLflow store {_store_name(tracking_uri)} is locked by another process"
+        )
     if code in {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}:
-        return TransientRegistryError(message)
-    return RegistryError(message)
+        return TransientRegistryError(f"{what}: MLflow at {_store_name(tracking_uri)} is unreachable: {first_line}")
+    return RegistryError(f"{what}: {first_line}")
+
+
+def _store_name(tracking_uri: str) -> str:
+    path = sqlite_path(tracking_uri)
+    return str(path) if path is not None else tracking_uri
 
 
 def decision_json(payload: object) -> str:

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from retrainer.errors import RegistryError
+from retrainer.errors import RegistryError, TransientRegistryError
 from retrainer.model.registry.versions import VersionInfo
 
 # Revisions of MLflow's SQLite schema whose alias, version, tag and metric tables StoreReader knows
@@ -26,10 +26,12 @@ class StoreReader:
 
     Args:
         path: The store's database file; opened read-only for each query.
+        busy_seconds: How long a query waits for a writer's lock before it gives up.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_seconds: float = 30.0) -> None:
         self.path = path
+        self.busy_seconds = busy_seconds
 
     def revision(self) -> str | None:
         """The store's schema revision (Alembic's), or ``None`` when the file has none."""
@@ -76,9 +78,13 @@ class StoreReader:
         )
 
     def _query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        connection = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30)
+        connection = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=self.busy_seconds)
         try:
             return connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            raise TransientRegistryError(f"the MLflow store {self.path} is locked by another process") from None
         finally:
             connection.close()
 

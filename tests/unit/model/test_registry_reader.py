@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from retrainer.data.synth import make_batch
+from retrainer.errors import TransientRegistryError
 from retrainer.model.registry import CHALLENGER, CHAMPION, Registry, StoreReader
 from retrainer.model.registry.store_reader import KNOWN_STORE_REVISIONS
 from tests.conftest import Project
@@ -63,3 +65,17 @@ def test_the_store_layout_the_reader_knows_is_the_pinned_mlflow_one(mlflow_templ
     # StoreReader reads MLflow's own tables: an MLflow upgrade must come with a look at its schema.
     assert version("mlflow") == "3.17.2", "new MLflow: check store_reader.py against its SQLite schema"
     assert StoreReader(mlflow_template).revision() in KNOWN_STORE_REVISIONS
+
+
+def test_a_store_locked_by_a_writer_is_a_transient_error_naming_the_store(project: Project) -> None:
+    registry = _registry_with_two_versions(project)
+    path = project.home / "mlflow.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(TransientRegistryError, match=f"the MLflow store {path} is locked by another process"):
+            StoreReader(path, busy_seconds=0.2).alias("churn", CHAMPION)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert StoreReader(path).alias("churn", CHAMPION) == registry.alias("churn", CHAMPION)
