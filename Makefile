@@ -72,7 +72,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 
-# The reference in docs/ as a site (site/); --strict fails on a broken link or a stale code reference.
+# The reference in docs/ as a site (site/); --strict fails on a broken link or a documented subpackage that moved.
 docs: install
 	$(BIN)/mkdocs build --strict --site-dir site
 

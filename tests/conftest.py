@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ os.environ.update(
         "PREFECT_HOME": tempfile.mkdtemp(prefix="retrainer-tests-prefect-"),
     }
 )
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

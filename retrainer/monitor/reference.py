@@ -154,9 +154,9 @@ def rebuild_reference(
 ) -> pl.DataFrame:
     """Build a version's reference from its recorded training batches, predicted as served; store it on its run.
 
-    The rows are the seeded sample :func:`reference_rows` draws from the recorded batches, read in
-    the recorded order, so they are the rows a registration by retrainer would have kept when it
-    trained on exactly those batches.
+    The rows are the seeded sample :func:`reference_rows` draws from the recorded training batches,
+    read in the recorded order: the same population as a registration's own sample, not the same
+    rows (a registration samples its training rows after the holdout and validation split).
 
     Args:
         store: The model's batch store.

@@ -39,6 +39,17 @@ def test_the_import_contracts_hold() -> None:
     assert "0 broken" in done.stdout
 
 
+def test_every_core_module_is_held_to_the_prefect_free_contract() -> None:
+    # A new module must join the forbidden contract's list (the exhaustive layers contract names it too).
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    [prefect_free] = [c for c in contracts["contracts"] if c.get("forbidden_modules") == ["prefect"]]
+    children = {p.stem for p in (ROOT / "retrainer").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    core = {f"retrainer.{name}" for name in children - {"__init__", "app"}}
+    assert set(prefect_free["source_modules"]) == core
+
+
 def test_help_imports_no_heavy_library(tmp_path: Path) -> None:
     code = (
         "import sys\n"

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from retrainer.monitor.check import DriftCheck
     from retrainer.monitor.fast_stats import ColumnDrift
 
-# retrainer.monitoring (polars, numpy) is imported where used, so that the spawned writers start fast.
+# retrainer.monitor (polars, numpy) is imported where used, so that the spawned writers start fast.
 
 MODEL = "churn"
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
