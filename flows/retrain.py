@@ -13,6 +13,7 @@ from tasks.config import load_model_config
 from tasks.emit import emit
 from tasks.retrain import (
     attach_reference,
+    attached_alerts,
     claim_retrain_slot,
     conclude_decision,
     decision_event,
@@ -67,6 +68,7 @@ def retrain(
         duplicate = claim_retrain_slot(model, config, trigger)
         if duplicate is not None:
             return Completed(name=Outcome.DUPLICATE.value, message=f"{model}: {duplicate}")
+        trigger = attached_alerts(model, trigger)  # the alerts the server coalesced into this run
         progress = start_progress(model)
         split = plan_training_data(model, config)
         frames = load_training_frames(model, config, split)
@@ -81,6 +83,7 @@ def retrain(
         judged_against = champion.result()
         judgement = judge_challenger(config, challenger, frames, judged_against)
         report_progress(progress, 90)
+        trigger = attached_alerts(model, trigger)  # and those that arrived while it ran
         decision = conclude_decision(config, challenger, judged_against.version, judgement, trigger)
         note_retrain_finished(decision)
         publish_decision(decision, split, challenger, trigger)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import polars as pl
 from prefect import State, task
@@ -37,13 +39,29 @@ from retrainer.cycle.plan import (
     run_params,
 )
 from retrainer.cycle.record import decision_markdown
+from retrainer.inbound.sender import transient_http_error
 from retrainer.judge.policy import Judgement
 from retrainer.model.history import Intent
 from retrainer.model.registry import CHALLENGER, CHAMPION, VersionInfo
 from retrainer.model.training import TrainedModel, train
-from retrainer.monitor.incidents import claim_retrain, retrain_failed, retrain_finished
+from retrainer.monitor.incidents import (
+    MAX_ATTACHED,
+    AlertRef,
+    alerts_since,
+    attach_alerts,
+    claim_retrain,
+    retrain_failed,
+    retrain_finished,
+)
 from retrainer.monitor.reference import reference_rows, reference_sample, store_reference
 from tasks._common import artifact_key, registry_task, workspace
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
+# The server answers at most 50 events a request (asking for more is an HTTP 422).
+EVENTS_PAGE = 50
+ANSWERS_SAMPLE = 5
 
 
 @task(name="describe-trigger")
@@ -73,6 +91,79 @@ def claim_retrain_slot(model: str, config: ModelConfig, trigger: Trigger) -> str
     now, policy = datetime.now(UTC), config.drift.incident
     book = workspace().incidents(model)
     return book.update(lambda state: claim_retrain(state, now, trigger.incident_key, trigger.event_id, policy))
+
+
+def only_transient_http(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry condition: retry only when the Prefect API could not be reached or answered 429 / 5xx."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - anything but a transient HTTP failure is final
+        return transient_http_error(exc)
+    return False
+
+
+@task(
+    name="attach-alerts",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[1.0, 3.0, 10.0],
+    retry_condition_fn=only_transient_http,
+)
+def attached_alerts(model: str, trigger: Trigger) -> Trigger:
+    """Attach to this retrain the model's alerts the server coalesced into it; return the trigger counting them.
+
+    Reads the model's ``drift.detected`` and ``performance.degraded`` events since its triggering event
+    (or its start) minus a margin, at most ``MAX_ATTACHED``, and records them in the incident book
+    (see ``retrainer.monitor.incidents.attach_alerts``). Run again later, it adds those that arrived since.
+    """
+    from prefect import get_client
+
+    book = workspace().incidents(model)
+    started = book.read().last_retrain_started_at or datetime.now(UTC)
+    with get_client(sync_client=True) as client:
+        since = alerts_since(_occurred(client, trigger.event_id), started)
+        found = _alert_events(client, model, since)
+    now = datetime.now(UTC)
+    attachment = book.update(lambda state: attach_alerts(state, now, trigger.incident_key, trigger.flow_run_id, found))
+    keys = attachment.incident_keys
+    print(f"{model}: this retrain answers {len(keys)} alert(s) since {since.isoformat(timespec='seconds')}")
+    return replace(trigger, answers=len(keys), answers_sample=keys[:ANSWERS_SAMPLE])
+
+
+def _occurred(client: SyncPrefectClient, event_id: str | None) -> datetime | None:
+    """When the triggering event happened, if it is a Prefect event the server still has."""
+    from prefect.events.filters import EventFilter, EventIDFilter
+
+    try:
+        wanted = UUID(event_id or "")
+    except ValueError:  # a run started by hand, or with a made-up id
+        return None
+    page = client.read_events(EventFilter(id=EventIDFilter(id=[wanted])), limit=1)
+    return page.events[0].occurred if page.events else None
+
+
+def _alert_events(client: SyncPrefectClient, model: str, since: datetime) -> list[AlertRef]:
+    """The model's incident events from ``since`` on, oldest first, at most ``MAX_ATTACHED`` (paged by 50)."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
+    from prefect.events.filters import EventResourceFilter as Resource
+
+    wanted = EventFilter(
+        occurred=EventOccurredFilter(since=since, until=_soon()),
+        event=EventNameFilter(name=[events.DRIFT_DETECTED, events.PERFORMANCE_DEGRADED]),
+        resource=Resource(id=[events.model_resource_id(model)]),
+        order=EventOrder.ASC,
+    )
+    page = client.read_events(wanted, limit=EVENTS_PAGE)
+    found = [*page.events]
+    while page.next_page is not None and len(found) < MAX_ATTACHED:
+        page = client.read_events_page(str(page.next_page))
+        found += page.events
+    refs = [AlertRef(str(e.payload.get("incident_key")), str(e.id)) for e in found if e.payload.get("incident_key")]
+    return refs[:MAX_ATTACHED]
+
+
+def _soon() -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=1)
 
 
 @registry_task("reconcile-promotions")

@@ -199,6 +199,8 @@ def _monitor(args: argparse.Namespace) -> int:
         "drift_detected": None,
         "drift_share": None,
         "columns": {},
+        "prediction": None,
+        "performance": None,
         "incident": None,
     }
     print(json.dumps(state.result() if checked else {**nothing, "message": state.message}))

@@ -21,7 +21,12 @@ from retrainer.model.training import TrainedModel
 
 @dataclass(frozen=True)
 class Trigger:
-    """Why a retrain runs: a free-text reason, the triggering event and incident, and the Prefect run."""
+    """Why a retrain runs: a free-text reason, the triggering event and incident, and the Prefect run.
+
+    ``answers`` counts the alerts the retrain answers (its own trigger and those the server coalesced
+    into it, see ``retrainer.monitor.incidents.attach_alerts``); ``answers_sample`` names the first
+    few of their incident keys (the model's incident book has them all).
+    """
 
     reason: str = "manual"
     event_id: str | None = None
@@ -30,6 +35,8 @@ class Trigger:
     event_payload: dict[str, Any] = field(default_factory=dict)
     flow_run_id: str | None = None
     actor: str = field(default_factory=current_actor)
+    answers: int = 0
+    answers_sample: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for tags, history and events."""

@@ -35,10 +35,19 @@ def _trigger(trigger: Trigger) -> str:
         ["event", f"`{trigger.event_name}`" if trigger.event_name else "—"],
         ["event id", f"`{trigger.event_id}`" if trigger.event_id else "—"],
         ["incident", f"`{trigger.incident_key}`" if trigger.incident_key else "—"],
+        ["answers", _answers(trigger)],
         ["flow run", f"`{trigger.flow_run_id}`" if trigger.flow_run_id else "—"],
         ["actor", trigger.actor],
     ]
     return table("Trigger", ["", ""], rows)
+
+
+def _answers(trigger: Trigger) -> str:
+    if not trigger.answers:
+        return "—"
+    sample = ", ".join(f"`{key}`" for key in trigger.answers_sample)
+    more = ", …" if trigger.answers > len(trigger.answers_sample) else ""
+    return f"{trigger.answers} alert{'s' if trigger.answers != 1 else ''}: {sample}{more}"
 
 
 def _evidence(payload: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 The message is validated here first, so a typo fails before anything is sent, and it always
 carries its id (``alert_id`` / ``notice_id``, the content digest unless given), so the receiver and
-a Prefect Cloud webhook derive the same incident key from it.
+a Prefect Cloud webhook derive the same incident key from it. As the owner of httpx, it also says
+which HTTP failures are worth retrying (:func:`transient_http_error`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ def post(url: str, message: BaseModel, secret: str | None, timeout: float = 30.0
     except ValueError:
         answer = {"detail": response.text[:500]}
     return Answer(response.status_code, answer if isinstance(answer, dict) else {"answer": answer})
+
+
+def transient_http_error(error: BaseException) -> bool:
+    """True for an HTTP failure worth retrying: no connection, a timeout, or a 429 / 5xx answer."""
+    import httpx
+
+    if isinstance(error, httpx.TransportError):
+        return True
+    return isinstance(error, httpx.HTTPStatusError) and (
+        error.response.status_code == 429 or error.response.status_code >= 500
+    )
 
 
 def _read_json(path: Path) -> Any:

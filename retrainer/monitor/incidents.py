@@ -23,8 +23,16 @@ check right after opens an incident instead of being absorbed. The slot record s
 retrain releases the dead lease.
 
 A retrain claims its event id and incident key first: a second retrain for the same event or the
-same incident (the last 200 of each are remembered) is a duplicate and does nothing. So is a
+same incident (the last 2000 of each are remembered) is a duplicate and does nothing. So is a
 retrain for an incident the monitor did not open (an outside drift alert) within the cooldown.
+
+A retrain also answers the alerts the server coalesced into it (a storm of alerts starts one retrain
+per model per coalescing window; the others start nothing): :func:`attach_alerts` records their
+incident keys and event ids on the retrain (an :class:`Attachment`, the last few kept) and marks them
+answered, so a later retrain for one of them is a duplicate. Which alerts it answers: those of its
+model that arrived from :func:`alerts_since` on (its triggering event, or its start, minus
+:data:`ATTACH_MARGIN_SECONDS`), at most :data:`MAX_ATTACHED`, except those another retrain already
+answered and the monitor's open incident when it waits for its own retrain.
 
 A check alarms when its dataset drift verdict is positive or the champion's labelled performance
 degraded beyond tolerance. An incident closes when the retrain it started finishes; the checks it
@@ -49,7 +57,12 @@ from retrainer.fsutil import atomic_write_bytes, file_lock
 
 T = TypeVar("T")
 _KEPT_CLOSED = 20
-_KEPT_ANSWERED = 200
+_KEPT_ANSWERED = 2000
+_KEPT_ATTACHMENTS = 5
+# Events emitted within 1-2 s of each other may arrive out of order: look this far before the trigger.
+ATTACH_MARGIN_SECONDS = 5.0
+# Most alerts one retrain answers (and reads from the server); the rest start their own retrain later.
+MAX_ATTACHED = 1000
 # A holder renews its heartbeat every few seconds; this much silence means it is gone (other hosts).
 HOLDER_STALE_SECONDS = 30.0
 
@@ -136,6 +149,33 @@ def _process_alive(pid: int) -> bool:
 
 
 @dataclass(frozen=True)
+class AlertRef:
+    """One alert as a retrain answers it: the incident key of its event and the event's id."""
+
+    incident_key: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """The alerts one retrain answers (its own trigger included), in arrival order.
+
+    Attributes:
+        retrain_key: The incident key of the retrain's own trigger, if any.
+        flow_run_id: The Prefect flow run of the retrain, if any.
+        at: When alerts were last attached.
+        incident_keys: Distinct incident keys answered.
+        event_ids: The ids of the events answered.
+    """
+
+    retrain_key: str | None
+    flow_run_id: str | None
+    at: datetime
+    incident_keys: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class IncidentState:
     """Everything the rules remember about one model."""
 
@@ -150,6 +190,7 @@ class IncidentState:
     answered_events: list[str] = field(default_factory=list)
     answered_incidents: list[str] = field(default_factory=list)
     slot: SlotHolder | None = None
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -267,6 +308,70 @@ def _outside_alert_in_cooldown(
     if until is None or at >= until:
         return None
     return f"alert {key} came within the cooldown (until {_iso(until)}) of the last retrain or promotion"
+
+
+def alerts_since(triggered_at: datetime | None, started_at: datetime) -> datetime:
+    """From when a retrain reads the alerts it answers: its triggering event (or start) minus the margin."""
+    first = min(triggered_at, started_at) if triggered_at is not None else started_at
+    return first - timedelta(seconds=ATTACH_MARGIN_SECONDS)
+
+
+def attach_alerts(
+    state: IncidentState,
+    at: datetime,
+    retrain_key: str | None,
+    flow_run_id: str | None,
+    alerts: list[AlertRef],
+) -> tuple[IncidentState, Attachment]:
+    """Attach ``alerts`` to the retrain ``flow_run_id`` (keyed ``retrain_key``) and mark them answered.
+
+    Pure and idempotent: attaching the same alerts again changes nothing. Skipped: alerts another
+    retrain already answered, the monitor's open incident unless it is this retrain's own (it waits
+    for its own retrain), and anything beyond :data:`MAX_ATTACHED` alerts for the retrain.
+
+    Returns:
+        The new state and the retrain's attachment (all it answers so far).
+    """
+    existing = _attachment(state, retrain_key, flow_run_id)
+    mine = existing or Attachment(retrain_key, flow_run_id, at)
+    keys, ids = list(mine.incident_keys), list(mine.event_ids)
+    for alert in alerts:
+        if len(keys) >= MAX_ATTACHED or not _answerable(state, alert, retrain_key, keys):
+            continue
+        if alert.incident_key not in keys:
+            keys.append(alert.incident_key)
+        if alert.event_id not in ids:
+            ids.append(alert.event_id)
+    attached = replace(mine, at=at, incident_keys=keys, event_ids=ids)
+    others = [a for a in state.attachments if a is not existing]
+    state = replace(
+        state,
+        attachments=[*others, attached][-_KEPT_ATTACHMENTS:],
+        answered_incidents=_remember(state.answered_incidents, keys),
+        answered_events=_remember(state.answered_events, ids),
+    )
+    return state, attached
+
+
+def _attachment(state: IncidentState, retrain_key: str | None, flow_run_id: str | None) -> Attachment | None:
+    for attachment in state.attachments:
+        if (attachment.flow_run_id, attachment.retrain_key) == (flow_run_id, retrain_key):
+            return attachment
+    return None
+
+
+def _answerable(state: IncidentState, alert: AlertRef, retrain_key: str | None, mine: list[str]) -> bool:
+    key = alert.incident_key
+    if key == retrain_key or key in mine:
+        return True
+    if state.open is not None and state.open.key == key:
+        return False
+    return key not in state.answered_incidents and alert.event_id not in state.answered_events
+
+
+def _remember(answered: list[str], new: list[str]) -> list[str]:
+    known = set(answered)
+    return [*answered, *(item for item in new if item not in known)][-_KEPT_ANSWERED:]
 
 
 def retrain_finished(state: IncidentState, at: datetime, outcome: str, promoted: bool) -> IncidentState:
@@ -389,6 +494,7 @@ def _state_from_json(raw: dict[str, Any]) -> IncidentState:
         answered_events=raw.get("answered_events", []),
         answered_incidents=raw.get("answered_incidents", []),
         slot=_holder(raw.get("slot")),
+        attachments=[Attachment(**{**a, "at": datetime.fromisoformat(a["at"])}) for a in raw.get("attachments", [])],
     )
 
 

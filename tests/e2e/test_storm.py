@@ -2,7 +2,9 @@
 
 100 distinct signed drift alerts in 10 s: every one is accepted and reaches the server as an event,
 yet at most one retrain runs for the model, and the processes and memory of ``retrainer serve`` stay
-within its limit, because the storm is stopped on the server before a flow-run process starts.
+within its limit, because the storm is stopped on the server before a flow-run process starts. Every
+alert is still recorded: the one retrain reads the storm's events back from the server and records
+all 100 incident keys in the model's incident book as answered by it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Any
 import pytest
 
 from deployments.definitions import RETRAIN_COALESCE_SECONDS, serve_limit
-from retrainer.config import parse_project
+from retrainer.config import load_settings, parse_project
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.inbound import sender
+from retrainer.workspace import Workspace
 from tests.conftest import Project
 from tests.e2e.conftest import BIN, post, start_receiver, wait_for
 
@@ -209,14 +212,21 @@ def test_a_storm_of_distinct_alerts_runs_one_retrain_within_bounded_processes_an
     time.sleep(RETRAIN_COALESCE_SECONDS + 5)  # a run the storm still caused would exist by now
     runs = _retrain_runs(prefect_api)
     limit = serve_limit(parse_project(_config(), "storm"))
+    book = Workspace.open(load_settings(home=project.home, config=project.config_path)).incidents("churn").read()
+    answered_by = {key: a.flow_run_id for a in book.attachments for key in a.incident_keys}
     print(
         f"\nstorm: {ALERTS} alerts in {spent:.1f} s, {_alerts_on_server(prefect_api, sent_at)} events on the server;"
         f" retrains run: {len(runs)} ({', '.join(r['state_name'] for r in runs)});"
-        f" serve's processes peak {serving.peak_processes} (limit {limit} runs), RSS peak {serving.peak_rss_mb:.0f} MB"
+        f" serve's processes peak {serving.peak_processes} (limit {limit} runs), RSS peak {serving.peak_rss_mb:.0f} MB;"
+        f" alerts recorded as answered: {len(answered_by)} by {len(set(answered_by.values()))} retrain(s)"
     )
     assert not serving.runaway, f"more than {RUNAWAY_PROCESSES} processes under retrainer serve"
     assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED", [r["state_name"] for r in runs]
     assert runs[0]["parameters"]["incident_key"].startswith("churn:")
+    storm_keys = [f"churn:alert:storm:a{i}" for i in range(ALERTS)]
+    missing = [key for key in storm_keys if answered_by.get(key) != runs[0]["id"]]
+    assert not missing, f"{len(missing)} alerts not recorded as answered by the retrain: {missing[:5]}"
+    assert set(storm_keys) <= set(book.answered_incidents)
     # One flow run at a time may be a process plus its own helper children; never one per alert.
     assert serving.peak_processes <= 2 * limit
     assert serving.peak_rss_mb < 600 * limit

@@ -212,3 +212,24 @@ def test_next_retrain_announces_a_promotion_whose_event_a_crash_lost(project: Pr
     while expected not in _event_ids("retrainer.model.promoted"):
         assert time.monotonic() < deadline, "the lost model.promoted event was never emitted"
         time.sleep(0.5)
+
+
+def test_a_retrain_records_the_alerts_coalesced_into_it_in_the_incident_book(project: Project) -> None:
+    from retrainer import events
+    from tasks.emit import emit
+
+    _ingest_days(project, range(2))
+    evidence = events.DriftEvidence(check_id="x", drift_share=0.9, drift_detected=True)
+    keys = [f"churn:alert:flowtest:a{i}" for i in range(3)]
+    alerts = [events.drift_detected(model="churn", incident_key=k, reason="t", evidence=evidence) for k in keys]
+    ids = emit.fn(alerts)
+    deadline = time.monotonic() + 30
+    while not set(ids) <= _event_ids(events.DRIFT_DETECTED) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    state = retrain(model="churn", reason="storm", event_id=ids[0], incident_key=keys[0], return_state=True)
+    assert state.name == "Promoted", state.message
+    (attached,) = project.workspace().incidents("churn").read().attachments
+    assert attached.incident_keys == keys and attached.event_ids == ids
+    assert attached.flow_run_id == str(state.state_details.flow_run_id)
+    (decided,) = project.workspace().history("churn").entries()[-1:]
+    assert decided.trigger["answers"] == 3 and decided.trigger["answers_sample"] == keys

@@ -11,13 +11,18 @@ from typing import TYPE_CHECKING, Any
 from retrainer import events
 from retrainer.config import IncidentPolicy
 from retrainer.monitor.incidents import (
+    ATTACH_MARGIN_SECONDS,
+    MAX_ATTACHED,
     Action,
+    AlertRef,
     Assessment,
     CheckRecord,
     Incident,
     IncidentBook,
     IncidentState,
+    alerts_since,
     assess,
+    attach_alerts,
     claim_retrain,
     incident_key,
     retrain_failed,
@@ -268,6 +273,71 @@ def test_the_monitors_own_incident_and_keyless_retrains_ignore_the_cooldown() ->
     assert manual is None
 
 
+# --- alerts a retrain answers ------------------------------------------------------------------
+
+
+def _alerts(count: int, start: int = 0) -> list[AlertRef]:
+    return [AlertRef(f"churn:alert:ci:a{i}", f"event-{i}") for i in range(start, start + count)]
+
+
+def test_a_retrain_answers_every_alert_coalesced_into_it_so_their_queued_retrains_are_duplicates() -> None:
+    policy = _policy(cooldown=0)  # no cooldown: only the attachment makes the later runs duplicates
+    storm = _alerts(100)
+    state, _ = claim_retrain(_empty(), T0, storm[0].incident_key, storm[0].event_id, policy)
+    state, attached = attach_alerts(state, T0, storm[0].incident_key, "run-1", storm)
+    assert attached.incident_keys == [a.incident_key for a in storm]
+    assert attached.event_ids == [a.event_id for a in storm] and attached.flow_run_id == "run-1"
+    assert state.attachments == [attached]
+    for alert in storm[1:]:
+        _, duplicate = claim_retrain(state, T0 + timedelta(hours=1), alert.incident_key, alert.event_id, policy)
+        assert duplicate is not None and "already" in duplicate
+
+
+def test_attaching_again_adds_only_what_arrived_since() -> None:
+    state, first = attach_alerts(_empty(), T0, "churn:alert:ci:a0", "run-1", _alerts(10))
+    assert len(first.incident_keys) == 10
+    later = T0 + timedelta(seconds=30)
+    state, second = attach_alerts(state, later, "churn:alert:ci:a0", "run-1", _alerts(15))
+    assert second.incident_keys == [a.incident_key for a in _alerts(15)] and second.at == later
+    assert len(state.attachments) == 1
+    assert attach_alerts(state, later, "churn:alert:ci:a0", "run-1", _alerts(15)) == (state, second)
+
+
+def test_alerts_another_retrain_answered_stay_with_it() -> None:
+    state, _ = attach_alerts(_empty(), T0, "churn:alert:ci:a0", "run-1", _alerts(10))
+    state, second = attach_alerts(state, T0, "churn:alert:ci:a8", "run-2", _alerts(10, start=5))
+    assert second.incident_keys == ["churn:alert:ci:a8", *(f"churn:alert:ci:a{i}" for i in range(10, 15))]
+    assert [a.flow_run_id for a in state.attachments] == ["run-1", "run-2"]
+
+
+def test_the_monitors_open_incident_waits_for_its_own_retrain() -> None:
+    policy = _policy(k=1, n=1)
+    state, found = _run(_empty(), [_check(1, True)], policy)
+    incident = found[-1].incident
+    assert incident is not None
+    own = AlertRef(incident.key, "event-own")
+    _, other = attach_alerts(state, T0, "churn:alert:ci:x", "run-1", [own, *_alerts(2)])
+    assert incident.key not in other.incident_keys and len(other.incident_keys) == 2
+    _, mine = attach_alerts(state, T0, incident.key, "run-2", [own])
+    assert mine.incident_keys == [incident.key]
+
+
+def test_one_retrain_answers_at_most_the_cap_and_a_key_once() -> None:
+    both = [AlertRef("churn:v1:check-001", "drift-event"), AlertRef("churn:v1:check-001", "degraded-event")]
+    _, attached = attach_alerts(_empty(), T0, "churn:v1:check-001", "run-1", both)
+    assert attached.incident_keys == ["churn:v1:check-001"]
+    assert attached.event_ids == ["drift-event", "degraded-event"]
+    _, capped = attach_alerts(_empty(), T0, None, "run-1", _alerts(MAX_ATTACHED + 5))
+    assert len(capped.incident_keys) == MAX_ATTACHED
+
+
+def test_alerts_are_read_from_the_trigger_or_the_start_minus_the_margin() -> None:
+    margin = timedelta(seconds=ATTACH_MARGIN_SECONDS)
+    assert alerts_since(T0, T0 + timedelta(seconds=20)) == T0 - margin
+    assert alerts_since(None, T0) == T0 - margin
+    assert alerts_since(T0 + timedelta(seconds=1), T0) == T0 - margin
+
+
 # --- closing -----------------------------------------------------------------------------------
 
 
@@ -397,6 +467,7 @@ def test_book_state_survives_a_restart(tmp_path: Path) -> None:
     assert opened is not None
     started, finished = T0 + timedelta(hours=1, microseconds=7), T0 + timedelta(hours=2)
     book.update(lambda state: (retrain_started(state, started, opened.key), None))
+    book.update(lambda state: attach_alerts(state, started, opened.key, "run-1", _alerts(3)))
     book.update(lambda state: (retrain_finished(state, finished, "promoted v2", True), None))
     later = T0 + timedelta(hours=3)
     assert check(3, True, later).action is Action.WATCHING  # consumed checks do not count
@@ -415,6 +486,8 @@ def test_book_state_survives_a_restart(tmp_path: Path) -> None:
     assert restarted.last_promotion_at == finished
     assert restarted.last_retrain_started_at == started
     assert restarted.last_checked_batch == "b3"
+    (attached,) = restarted.attachments
+    assert attached.at == started and attached.incident_keys == [a.incident_key for a in _alerts(3)]
 
 
 def test_book_round_trips_an_open_incident(tmp_path: Path) -> None:
