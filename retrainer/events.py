@@ -39,6 +39,9 @@ ALL_EVENTS = (
     MODEL_ROLLED_BACK,
 )
 
+# The events that open (or, from outside, raise) a drift incident: what a retrain answers.
+INCIDENT_EVENTS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)
+
 # Resource label of ``data.arrived`` that tells the deployment triggers what the new data starts:
 # files that landed are ingested; an accepted batch is monitored, or retrained on directly.
 NEW_DATA_ACTION = "retrainer.on_new_data"
@@ -206,6 +209,14 @@ class RetrainTrigger(Protocol):
     @property
     def actor(self) -> str:
         """Who (which user and host) ran it."""
+
+    @property
+    def answers(self) -> int:
+        """How many alerts the retrain answers (its own trigger and those coalesced into it)."""
+
+    @property
+    def answers_sample(self) -> Sequence[str]:
+        """The first few incident keys it answers."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -441,7 +452,7 @@ def model_decided(
     Returns:
         The event; payload keys ``version``, ``outcome``, ``champion_before``, ``champion_after``,
         ``reasons`` and ``trigger`` (``reason``, ``event_id``, ``incident_key``, ``event_name``,
-        ``event_payload``, ``flow_run_id``, ``actor``).
+        ``event_payload``, ``flow_run_id``, ``actor``, ``answers``, ``answers_sample``).
     """
     name = MODEL_PROMOTED if outcome == PROMOTED_OUTCOME else MODEL_REJECTED
     payload = {
@@ -458,6 +469,8 @@ def model_decided(
             "event_payload": copy.deepcopy(dict(trigger.event_payload)),
             "flow_run_id": trigger.flow_run_id,
             "actor": trigger.actor,
+            "answers": trigger.answers,
+            "answers_sample": list(trigger.answers_sample),
         },
     }
     return Event(name, model, payload, key=f"{model}:v{version}")

@@ -149,7 +149,7 @@ def _alert_events(client: SyncPrefectClient, model: str, since: datetime) -> lis
 
     wanted = EventFilter(
         occurred=EventOccurredFilter(since=since, until=_soon()),
-        event=EventNameFilter(name=[events.DRIFT_DETECTED, events.PERFORMANCE_DEGRADED]),
+        event=EventNameFilter(name=list(events.INCIDENT_EVENTS)),
         resource=Resource(id=[events.model_resource_id(model)]),
         order=EventOrder.ASC,
     )
