@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_REJECTED = 2
-# Commands that run a flow in this process (Prefect is imported by them anyway).
-FLOW_COMMANDS = {"ingest", "retrain", "monitor", "rollback", "demo"}
+# Commands that run a flow in this process against the configured server (Prefect is imported by them
+# anyway). Not the demo: it points Prefect at the server it starts, which must happen before Prefect loads.
+FLOW_COMMANDS = {"ingest", "retrain", "monitor", "rollback"}
 _ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
