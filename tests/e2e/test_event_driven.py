@@ -95,8 +95,15 @@ def _finished(api: str, flow: str, count: int, timeout: float) -> list[dict[str,
 
 def _work_span(api: str, run_id: str) -> tuple[str, str]:
     """Start of the first and end of the last task run of a flow run (the work done under the slot)."""
-    tasks = post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200})
-    working = [t for t in tasks if t["name"].startswith(("claim-retrain", "plan-training-data", "publish-decision"))]
+
+    def recorded() -> list[dict[str, Any]] | None:
+        # A task run's end time can reach the server a moment after its flow run's final state.
+        tasks = post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200})
+        names = ("claim-retrain", "plan-training-data", "publish-decision")
+        working = [t for t in tasks if t["name"].startswith(names)]
+        return working if working and all(t["start_time"] and t["end_time"] for t in working) else None
+
+    working = wait_for(recorded, 30, f"the task runs of {run_id} to be recorded")
     return min(t["start_time"] for t in working), max(t["end_time"] for t in working)
 
 
