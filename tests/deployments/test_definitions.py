@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
@@ -24,6 +23,7 @@ from deployments.prefect_yaml import render
 from retrainer import events
 from retrainer.config import load_project, parse_project
 from retrainer.data.synth import demo_config
+from retrainer.monitor.performance import Performance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,16 +104,8 @@ def test_schedules_follow_each_models_automation_config() -> None:
     assert specs["monitor-ads"]["interval"] == 30 and specs["monitor-churn"]["cron"] == "0 * * * *"
 
 
-@dataclass(frozen=True)
-class _Performance:
-    metric: str = "roc_auc"
-    window: float = 0.7
-    holdout: float | None = 0.8
-    change: float | None = -0.1
-    tolerance: float = 0.02
-    degraded: bool = True
-    rows: int = 300
-    min_rows: int = 200
+def _performance(degraded: bool = True) -> Performance:
+    return Performance("roc_auc", 0.7, 0.8, -0.1, 0.02, degraded, 300, 200)
 
 
 def _made_events() -> dict[str, events.Event]:
@@ -144,7 +136,7 @@ def _made_events() -> dict[str, events.Event]:
         "data_rejected": events.data_rejected(model="churn", source=Path("/a.csv"), violations=[], quarantined=None),
         "drift_detected": events.drift_detected(**incident, evidence=evidence),
         "drift_detected/alert": events.drift_detected(**incident, evidence=evidence, source="ci"),
-        "performance_degraded": events.performance_degraded(**incident, evidence=evidence, performance=_Performance()),
+        "performance_degraded": events.performance_degraded(**incident, evidence=evidence, performance=_performance()),
         "promoted": events.model_decided(**decided, outcome="Promoted", champion_after="2"),
         "rejected": events.model_decided(**decided, outcome="Rejected", champion_after="1"),
         "rolled_back": events.rolled_back(model="churn", from_version="2", to_version="1", reason="canary"),

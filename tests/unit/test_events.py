@@ -12,6 +12,7 @@ import pytest
 
 from retrainer import events
 from retrainer.errors import Violation
+from retrainer.monitor.performance import Performance
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_LABELS = {"prefect.resource.id", "prefect.resource.name", "retrainer.model"}
@@ -36,16 +37,8 @@ class _Column:
     method: str | None
 
 
-@dataclass(frozen=True)
-class _Performance:
-    metric: str = "roc_auc"
-    window: float = 0.71
-    holdout: float | None = 0.80
-    change: float | None = -0.09
-    tolerance: float = 0.02
-    degraded: bool = True
-    rows: int = 400
-    min_rows: int = 200
+def _performance(degraded: bool = True) -> Performance:
+    return Performance("roc_auc", 0.71, 0.8, -0.09, 0.02, degraded, 400, 200)
 
 
 def _assert_payload_types(payload: dict[str, Any], types: dict[str, Any]) -> None:
@@ -251,7 +244,7 @@ def test_drift_detected_refuses_evidence_without_drift() -> None:
 @pytest.mark.parametrize("drifted", [True, False])
 def test_performance_degraded_carries_the_drift_evidence_and_the_performance(drifted: bool) -> None:
     key = "churn:v3:check-001"
-    performance = _Performance()
+    performance = _performance()
 
     def made() -> events.Event:
         return events.performance_degraded(
@@ -283,7 +276,7 @@ def test_performance_degraded_carries_the_drift_evidence_and_the_performance(dri
 def test_performance_degraded_refuses_a_performance_that_held() -> None:
     with pytest.raises(ValueError, match="not degraded"):
         events.performance_degraded(
-            model="churn", incident_key="k", reason="r", evidence=_evidence(), performance=_Performance(degraded=False)
+            model="churn", incident_key="k", reason="r", evidence=_evidence(), performance=_performance(degraded=False)
         )
 
 
