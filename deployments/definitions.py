@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import events
 from retrainer.config import ProjectConfig
+from retrainer.monitor.incidents import COALESCE_SECONDS
 
 if TYPE_CHECKING:
     from prefect.schedules import Schedule
@@ -36,9 +37,9 @@ if TYPE_CHECKING:
 DEPLOYMENT = "default"
 TAGS = ["retrainer"]
 MODEL_FROM_EVENT = "{{ event.resource.name }}"
-# A storm of distinct alerts for one model starts one retrain, not one per alert; the retrain's own
-# dedupe (incident, event id, cooldown) decides about the alerts after the window.
-RETRAIN_COALESCE_SECONDS = 15
+# A storm of distinct alerts for one model starts one retrain, not one per alert; the retrain answers
+# the window's alerts, and its own dedupe (incident, event id, cooldown) decides about later ones.
+RETRAIN_COALESCE_SECONDS = COALESCE_SECONDS
 
 
 def trigger_specs() -> dict[str, list[dict[str, Any]]]:

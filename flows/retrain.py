@@ -83,7 +83,7 @@ def retrain(
         judged_against = champion.result()
         judgement = judge_challenger(config, challenger, frames, judged_against)
         report_progress(progress, 90)
-        trigger = attached_alerts(model, trigger)  # and those that arrived while it ran
+        trigger = attached_alerts(model, trigger, whole_window=True)  # and the rest of its coalescing window
         decision = conclude_decision(config, challenger, judged_against.version, judgement, trigger)
         note_retrain_finished(decision)
         publish_decision(decision, split, challenger, trigger)

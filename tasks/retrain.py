@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ from retrainer.monitor.incidents import (
     alerts_since,
     attach_alerts,
     claim_retrain,
+    coalescing_closes,
     retrain_failed,
     retrain_finished,
 )
@@ -109,22 +111,32 @@ def only_transient_http(task: Any, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=[1.0, 3.0, 10.0],
     retry_condition_fn=only_transient_http,
 )
-def attached_alerts(model: str, trigger: Trigger) -> Trigger:
+def attached_alerts(model: str, trigger: Trigger, whole_window: bool = False) -> Trigger:
     """Attach to this retrain the model's alerts the server coalesced into it; return the trigger counting them.
 
-    Reads the model's ``drift.detected`` and ``performance.degraded`` events since its triggering event
-    (or its start) minus a margin, at most ``MAX_ATTACHED``, and records them in the incident book
-    (see ``retrainer.monitor.incidents.attach_alerts``). Run again later, it adds those that arrived since.
+    Reads the model's ``drift.detected`` and ``performance.degraded`` events from ``alerts_since`` on
+    (its triggering event, or its start, minus a margin, or where the model's previous read ended), at
+    most ``MAX_ATTACHED``, and records them in the incident book (see
+    ``retrainer.monitor.incidents.attach_alerts``). Run again later, it adds those that arrived since.
+    With ``whole_window``, it first waits until every alert the trigger coalesced into this run can be
+    on the server (``coalescing_closes``: at most ~20 s after the triggering event, usually already past).
     """
     from prefect import get_client
 
     book = workspace().incidents(model)
-    started = book.read().last_retrain_started_at or datetime.now(UTC)
+    state = book.read()
+    started = state.last_retrain_started_at or datetime.now(UTC)
     with get_client(sync_client=True) as client:
-        since = alerts_since(_occurred(client, trigger.event_id), started)
+        occurred = _occurred(client, trigger.event_id) if trigger.event_name in events.INCIDENT_EVENTS else None
+        closes = coalescing_closes(occurred)
+        if whole_window and closes is not None:
+            time.sleep(max(0.0, (closes - datetime.now(UTC)).total_seconds()))
+        since = alerts_since(occurred, started, state.alerts_read_until)
+        read_at = datetime.now(UTC)
         found = _alert_events(client, model, since)
-    now = datetime.now(UTC)
-    attachment = book.update(lambda state: attach_alerts(state, now, trigger.incident_key, trigger.flow_run_id, found))
+    attachment = book.update(
+        lambda state: attach_alerts(state, read_at, trigger.incident_key, trigger.flow_run_id, found, read_at)
+    )
     keys = attachment.incident_keys
     print(f"{model}: this retrain answers {len(keys)} alert(s) since {since.isoformat(timespec='seconds')}")
     return replace(trigger, answers=len(keys), answers_sample=keys[:ANSWERS_SAMPLE])

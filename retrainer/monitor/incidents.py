@@ -31,8 +31,10 @@ per model per coalescing window; the others start nothing): :func:`attach_alerts
 incident keys and event ids on the retrain (an :class:`Attachment`, the last few kept) and marks them
 answered, so a later retrain for one of them is a duplicate. Which alerts it answers: those of its
 model that arrived from :func:`alerts_since` on (its triggering event, or its start, minus
-:data:`ATTACH_MARGIN_SECONDS`), at most :data:`MAX_ATTACHED`, except those another retrain already
-answered and the monitor's open incident when it waits for its own retrain.
+:data:`ATTACH_MARGIN_SECONDS`, or where the model's previous read ended), at most
+:data:`MAX_ATTACHED`, except those another retrain already answered and the monitor's open incident
+when it waits for its own retrain. Its last read waits for :func:`coalescing_closes`, so every alert
+of its coalescing window is attached to it; one the server stored after that read goes to the next.
 
 A check alarms when its dataset drift verdict is positive or the champion's labelled performance
 degraded beyond tolerance. An incident closes when the retrain it started finishes; the checks it
@@ -61,6 +63,11 @@ _KEPT_ANSWERED = 2000
 _KEPT_ATTACHMENTS = 5
 # Events emitted within 1-2 s of each other may arrive out of order: look this far before the trigger.
 ATTACH_MARGIN_SECONDS = 5.0
+# A retrain trigger fires at most once per model in this many seconds from its event; the alerts of
+# the window start nothing and are the retrain's to answer (``deployments.definitions`` uses it).
+COALESCE_SECONDS = 15
+# A retrain looks back at most this far for alerts earlier reads may have missed (persisted late).
+SWEEP_BACK_SECONDS = 900.0
 # Most alerts one retrain answers (and reads from the server); the rest start their own retrain later.
 MAX_ATTACHED = 1000
 # A holder renews its heartbeat every few seconds; this much silence means it is gone (other hosts).
@@ -191,6 +198,7 @@ class IncidentState:
     answered_incidents: list[str] = field(default_factory=list)
     slot: SlotHolder | None = None
     attachments: list[Attachment] = field(default_factory=list)
+    alerts_read_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -310,10 +318,32 @@ def _outside_alert_in_cooldown(
     return f"alert {key} came within the cooldown (until {_iso(until)}) of the last retrain or promotion"
 
 
-def alerts_since(triggered_at: datetime | None, started_at: datetime) -> datetime:
-    """From when a retrain reads the alerts it answers: its triggering event (or start) minus the margin."""
+def alerts_since(triggered_at: datetime | None, started_at: datetime, read_until: datetime | None = None) -> datetime:
+    """From when a retrain reads the alerts it answers.
+
+    Its triggering event (or start) minus :data:`ATTACH_MARGIN_SECONDS`, or earlier: from where the
+    model's previous read ended (``read_until``, minus the margin), so alerts the server stored after
+    that read are swept up, but never more than :data:`SWEEP_BACK_SECONDS` before that first moment.
+    Alerts already answered are skipped by :func:`attach_alerts`, so reading some twice is harmless.
+    """
     first = min(triggered_at, started_at) if triggered_at is not None else started_at
-    return first - timedelta(seconds=ATTACH_MARGIN_SECONDS)
+    since = first - timedelta(seconds=ATTACH_MARGIN_SECONDS)
+    if read_until is None:
+        return since
+    swept = max(read_until - timedelta(seconds=ATTACH_MARGIN_SECONDS), first - timedelta(seconds=SWEEP_BACK_SECONDS))
+    return min(since, swept)
+
+
+def coalescing_closes(triggered_at: datetime | None) -> datetime | None:
+    """When every alert coalesced into a retrain whose event came at ``triggered_at`` is on the server.
+
+    The trigger ignores the model's alerts for :data:`COALESCE_SECONDS` after the one it fired on;
+    :data:`ATTACH_MARGIN_SECONDS` more lets the latest of them reach the server. A retrain started
+    without an event has no window (None).
+    """
+    if triggered_at is None:
+        return None
+    return triggered_at + timedelta(seconds=COALESCE_SECONDS + ATTACH_MARGIN_SECONDS)
 
 
 def attach_alerts(
@@ -322,12 +352,15 @@ def attach_alerts(
     retrain_key: str | None,
     flow_run_id: str | None,
     alerts: list[AlertRef],
+    read_at: datetime | None = None,
 ) -> tuple[IncidentState, Attachment]:
     """Attach ``alerts`` to the retrain ``flow_run_id`` (keyed ``retrain_key``) and mark them answered.
 
-    Pure and idempotent: attaching the same alerts again changes nothing. Skipped: alerts another
-    retrain already answered, the monitor's open incident unless it is this retrain's own (it waits
-    for its own retrain), and anything beyond :data:`MAX_ATTACHED` alerts for the retrain.
+    ``read_at`` is when the server was asked for ``alerts``: the model's next retrain sweeps from
+    there (see :func:`alerts_since`). Pure and idempotent: attaching the same alerts again changes
+    nothing. Skipped: alerts another retrain already answered, the monitor's open incident unless it
+    is this retrain's own (it waits for its own retrain), and anything beyond :data:`MAX_ATTACHED`
+    alerts for the retrain.
 
     Returns:
         The new state and the retrain's attachment (all it answers so far).
@@ -349,6 +382,7 @@ def attach_alerts(
         attachments=[*others, attached][-_KEPT_ATTACHMENTS:],
         answered_incidents=_remember(state.answered_incidents, keys),
         answered_events=_remember(state.answered_events, ids),
+        alerts_read_until=_latest(state.alerts_read_until, read_at),
     )
     return state, attached
 
@@ -495,6 +529,7 @@ def _state_from_json(raw: dict[str, Any]) -> IncidentState:
         answered_incidents=raw.get("answered_incidents", []),
         slot=_holder(raw.get("slot")),
         attachments=[Attachment(**{**a, "at": datetime.fromisoformat(a["at"])}) for a in raw.get("attachments", [])],
+        alerts_read_until=_when(raw.get("alerts_read_until")),
     )
 
 

@@ -12,7 +12,9 @@ from retrainer import events
 from retrainer.config import IncidentPolicy
 from retrainer.monitor.incidents import (
     ATTACH_MARGIN_SECONDS,
+    COALESCE_SECONDS,
     MAX_ATTACHED,
+    SWEEP_BACK_SECONDS,
     Action,
     AlertRef,
     Assessment,
@@ -24,6 +26,7 @@ from retrainer.monitor.incidents import (
     assess,
     attach_alerts,
     claim_retrain,
+    coalescing_closes,
     incident_key,
     retrain_failed,
     retrain_finished,
@@ -336,6 +339,32 @@ def test_alerts_are_read_from_the_trigger_or_the_start_minus_the_margin() -> Non
     assert alerts_since(T0, T0 + timedelta(seconds=20)) == T0 - margin
     assert alerts_since(None, T0) == T0 - margin
     assert alerts_since(T0 + timedelta(seconds=1), T0) == T0 - margin
+
+
+def test_a_retrain_sweeps_from_where_the_previous_read_ended_but_not_further_than_the_limit() -> None:
+    margin = timedelta(seconds=ATTACH_MARGIN_SECONDS)
+    state, _ = attach_alerts(_empty(), T0, "churn:alert:ci:a0", "run-1", _alerts(3), read_at=T0)
+    assert state.alerts_read_until == T0
+    later = T0 + timedelta(minutes=5)
+    assert alerts_since(later, later, state.alerts_read_until) == T0 - margin
+    much_later = T0 + timedelta(days=1)
+    assert alerts_since(much_later, much_later, T0) == much_later - timedelta(seconds=SWEEP_BACK_SECONDS)
+    # An older read never moves the mark back, and a read after the trigger never narrows the window.
+    state, _ = attach_alerts(state, T0, None, "run-2", [], read_at=T0 - timedelta(hours=1))
+    assert state.alerts_read_until == T0
+    assert alerts_since(T0, T0, T0 + timedelta(seconds=30)) == T0 - margin
+
+
+def test_swept_alerts_go_to_the_next_retrain_once() -> None:
+    state, _ = attach_alerts(_empty(), T0, "churn:alert:ci:a0", "run-1", _alerts(10), read_at=T0)
+    late = _alerts(3, start=10)  # stored on the server after run-1's last read
+    state, second = attach_alerts(state, T0, "churn:alert:ci:x", "run-2", [*_alerts(10), *late], read_at=T0)
+    assert second.incident_keys == [a.incident_key for a in late]
+
+
+def test_the_coalescing_window_closes_after_the_trigger_plus_the_margin() -> None:
+    assert coalescing_closes(None) is None
+    assert coalescing_closes(T0) == T0 + timedelta(seconds=COALESCE_SECONDS + ATTACH_MARGIN_SECONDS)
 
 
 # --- closing -----------------------------------------------------------------------------------
