@@ -14,6 +14,7 @@ from tasks.emit import emit
 from tasks.retrain import (
     attach_reference,
     attached_alerts,
+    choose_challenger,
     claim_retrain_slot,
     conclude_decision,
     decision_event,
@@ -30,7 +31,7 @@ from tasks.retrain import (
     report_progress,
     score_champion,
     start_progress,
-    train_challenger,
+    train_candidates,
     unannounced_events,
 )
 
@@ -72,21 +73,22 @@ def retrain(
         progress = start_progress(model)
         split = plan_training_data(model, config)
         frames = load_training_frames(model, config, split)
-        # The champion is read and predicts the holdout while the challenger trains (on num_threads cores).
+        # The champion is read and predicts the holdout while the candidates train (on num_threads cores).
         champion = score_champion.submit(config, frames, model)
         report_progress(progress, 20)
-        trained = train_challenger(config, frames)
+        candidates = train_candidates(config, frames)
         report_progress(progress, 50)
-        challenger = register_challenger(model, config, split, frames, trained, trigger)
-        attach_reference(config, frames, trained, challenger)
-        report_progress(progress, 70)
         judged_against = champion.result()
-        judgement = judge_challenger(config, challenger, frames, judged_against)
+        chosen = choose_challenger(config, frames, candidates, judged_against)
+        challenger = register_challenger(model, config, split, frames, chosen, trigger)
+        attach_reference(config, chosen, challenger)
+        report_progress(progress, 70)
+        judgement = judge_challenger(config, challenger, frames, judged_against, chosen.choice)
         report_progress(progress, 90)
         trigger = attached_alerts(model, trigger, whole_window=True)  # and the rest of its coalescing window
         decision = conclude_decision(config, challenger, judged_against.version, judgement, trigger)
         note_retrain_finished(decision)
-        publish_decision(decision, split, challenger, trigger)
+        publish_decision(decision, split, chosen, challenger, trigger)
         report_progress(progress, 100)
     emit([decision_event(decision, trigger)])
     mark_announced(model, [decision.intent_key])

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import numpy as np
 import polars as pl
 from prefect import State, task
 from prefect.artifacts import create_markdown_artifact
@@ -40,6 +41,7 @@ from retrainer.cycle.plan import (
     run_params,
 )
 from retrainer.cycle.record import decision_markdown
+from retrainer.cycle.windows import ChosenChallenger, WindowChoice, choose_window, corrected_policy
 from retrainer.inbound.sender import transient_http_error
 from retrainer.judge.policy import Judgement
 from retrainer.model.history import Intent
@@ -127,8 +129,8 @@ def attached_alerts(model: str, trigger: Trigger, whole_window: bool = False) ->
     state = book.read()
     started = state.last_retrain_started_at or datetime.now(UTC)
     with get_client(sync_client=True) as client:
-        occurred = _occurred(client, trigger.event_id) if trigger.event_name in events.INCIDENT_EVENTS else None
-        closes = coalescing_closes(occurred)
+        occurred = _occurred(client, trigger.event_id)
+        closes = coalescing_closes(occurred) if trigger.event_name in events.INCIDENT_EVENTS else None
         if whole_window and closes is not None:
             time.sleep(max(0.0, (closes - datetime.now(UTC)).total_seconds()))
         since = alerts_since(occurred, started, state.alerts_read_until)
@@ -248,33 +250,56 @@ def load_training_frames(model: str, config: ModelConfig, split: DataSplit) -> F
     return load_frames(workspace().store(model), split, config)
 
 
-@task(name="train-challenger", cache_policy=NO_CACHE)
-def train_challenger(config: ModelConfig, frames: Frames) -> TrainedModel:
-    """Fit the LightGBM challenger with early stopping."""
-    return train(frames.train, frames.valid, frames.spec, config.lightgbm)
+@task(name="train-candidates", cache_policy=NO_CACHE)
+def train_candidates(config: ModelConfig, frames: Frames) -> list[TrainedModel]:
+    """Fit one LightGBM candidate per training window (widest first), each with early stopping."""
+    return [train(window.fit, window.valid, frames.spec, config.lightgbm) for window in frames.windows]
+
+
+@task(name="choose-window", cache_policy=NO_CACHE)
+def choose_challenger(
+    config: ModelConfig, frames: Frames, candidates: list[TrainedModel], champion: ChampionScores
+) -> ChosenChallenger:
+    """Judge every candidate on the holdout against the champion and choose the challenger (see ``cycle.windows``)."""
+    y = holdout_scores(frames, np.zeros(frames.holdout.height), None, []).y
+    scored = [
+        (window.name, window.rows, trained.predict(frames.holdout))
+        for window, trained in zip(frames.windows, candidates, strict=True)
+    ]
+    choice = choose_window(config.task, config.primary_metric, y, scored, champion.predictions, config.promotion)
+    print(choice.note)
+    return ChosenChallenger(frames.windows[choice.chosen], candidates[choice.chosen], choice)
 
 
 @registry_task("register-challenger")
 def register_challenger(
-    model: str, config: ModelConfig, split: DataSplit, frames: Frames, trained: TrainedModel, trigger: Trigger
+    model: str,
+    config: ModelConfig,
+    split: DataSplit,
+    frames: Frames,
+    chosen: ChosenChallenger,
+    trigger: Trigger,
 ) -> VersionInfo:
-    """Log the MLflow run (params, lineage, trigger), register the model and alias it ``challenger``."""
+    """Log the chosen candidate's MLflow run (params, lineage, trigger), register it and alias it ``challenger``."""
     registry = workspace().registry
+    older = chosen.window.older
     run_name = f"retrain-{trigger.reason[:40]}"
-    run_id = registry.start_run(model, run_name, run_params(config, frames, trained), lineage_tags(split, trigger))
-    registry.log_dict(run_id, lineage_json(split, trigger), "lineage.json")
-    version = registry.register(model, run_id, trained, frames.holdout.head(5).to_pandas())
+    params = run_params(config, chosen.window, frames.holdout.height, chosen.trained)
+    run_id = registry.start_run(model, run_name, params, lineage_tags(split, trigger, older))
+    registry.log_dict(run_id, lineage_json(split, trigger, older), "lineage.json")
+    version = registry.register(model, run_id, chosen.trained, frames.holdout.head(5).to_pandas())
     registry.set_alias(model, CHALLENGER, version.version)
     return version
 
 
 @registry_task("attach-reference")
-def attach_reference(config: ModelConfig, frames: Frames, trained: TrainedModel, version: VersionInfo) -> None:
-    """Store the version's reference sample (training rows and its predictions) on its MLflow run."""
+def attach_reference(config: ModelConfig, chosen: ChosenChallenger, version: VersionInfo) -> None:
+    """Store the version's reference sample (its training rows and its predictions) on its MLflow run."""
     if version.run_id is None:
         return
-    rows = reference_rows(pl.concat([frames.train, frames.valid], how="diagonal_relaxed"), config.drift)
-    sample = reference_sample(rows, frames.spec, trained.predict(rows))
+    window = chosen.window
+    rows = reference_rows(pl.concat([window.fit, window.valid], how="diagonal_relaxed"), config.drift)
+    sample = reference_sample(rows, chosen.trained.spec, chosen.trained.predict(rows))
     store_reference(workspace().registry, version.run_id, sample)
 
 
@@ -296,17 +321,21 @@ def score_champion(config: ModelConfig, frames: Frames, model: str) -> ChampionS
 
 @task(name="judge-challenger", cache_policy=NO_CACHE)
 def judge_challenger(
-    config: ModelConfig, challenger: VersionInfo, frames: Frames, champion: ChampionScores
+    config: ModelConfig, challenger: VersionInfo, frames: Frames, champion: ChampionScores, choice: WindowChoice
 ) -> Judgement | None:
-    """Score the challenger on the champion's holdout rows and apply the policy; ``None`` when disabled."""
+    """Score the challenger as served on the champion's holdout rows and apply the policy; ``None`` when disabled.
+
+    The bounds use the confidence corrected for choosing among the candidate windows.
+    """
     if config.promotion.mode == "disabled":
         return None
     registry = workspace().registry
     predictions = predict_holdout(registry, challenger.model, challenger.version, frames)
-    judgement = evaluate(config, holdout_scores(frames, predictions, champion.predictions, config.slices))
+    scores = holdout_scores(frames, predictions, champion.predictions, config.slices)
+    judgement = evaluate(config, scores, corrected_policy(config.promotion, len(choice.scores)))
     if challenger.run_id:
         registry.log_metrics(challenger.run_id, holdout_metric_values(judgement))
-    return judgement
+    return replace(judgement, notes=[choice.note, *judgement.notes])
 
 
 @registry_task("conclude-decision")
@@ -328,10 +357,13 @@ def conclude_decision(
 
 
 @task(name="publish-decision", cache_policy=NO_CACHE)
-def publish_decision(decision: Decision, split: DataSplit, challenger: VersionInfo, trigger: Trigger) -> str:
+def publish_decision(
+    decision: Decision, split: DataSplit, chosen: ChosenChallenger, challenger: VersionInfo, trigger: Trigger
+) -> str:
     """Markdown decision record in the Prefect UI; returns the artifact id."""
     links = {"MLflow run": f"runs:/{challenger.run_id}", "model version": challenger.uri}
-    markdown = decision_markdown(decision.message, decision.judgement, split.lineage(), links, trigger)
+    lineage = split.lineage(chosen.window.older)
+    markdown = decision_markdown(decision.message, decision.judgement, lineage, links, trigger, chosen.choice)
     artifact = create_markdown_artifact(
         markdown, key=artifact_key("decision", decision.model), description=decision.message
     )

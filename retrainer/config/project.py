@@ -52,16 +52,51 @@ class LightGBMParams(_Strict):
 
 
 class WindowConfig(_Strict):
-    """Training window: the newest ``batches`` accepted batches that are not in the holdout."""
+    """Training windows: the newest ``batches`` accepted batches before the holdout, and shorter candidates.
+
+    Each entry of ``candidates`` is a number of older batches a candidate challenger trains on, on
+    top of the holdout batches' earlier rows (see :class:`HoldoutConfig`). Every candidate is judged
+    on the same holdout; the one most surely better than the champion is the challenger, and the
+    confidence is corrected for the choice (see ``retrainer.cycle.windows``). The default ``[0,
+    batches]`` pits the newest data alone against the whole window: the first adapts within one
+    batch of a change, the second wins on stable data.
+    """
 
     batches: int = Field(10, ge=1)
+    candidates: list[int] | None = Field(
+        None, description="Older batches each candidate trains on (default: 0 and batches); at most 4 candidates"
+    )
+
+    @model_validator(mode="after")
+    def _candidates_fit(self) -> WindowConfig:
+        chosen = self.candidates
+        if chosen is None:
+            return self
+        if not chosen or len(chosen) > 4 or len(set(chosen)) != len(chosen):
+            raise ValueError("window.candidates needs 1 to 4 distinct entries")
+        if any(k < 0 or k > self.batches for k in chosen):
+            raise ValueError(f"window.candidates must be between 0 and window.batches ({self.batches})")
+        return self
+
+    @property
+    def candidate_batches(self) -> list[int]:
+        """The candidates' numbers of older batches, widest first (the widest wins ties)."""
+        return sorted(set(self.candidates if self.candidates is not None else [0, self.batches]), reverse=True)
 
 
 class HoldoutConfig(_Strict):
-    """Holdout: the newest ``batches`` batches; with too few batches, a seeded ``fraction`` of rows."""
+    """Holdout: the latest rows of the newest ``batches`` batches; with too few batches, a seeded ``fraction``.
+
+    ``newest_share`` of the holdout batches' rows, the latest by the time column (by file order
+    without one), judge the candidates; the earlier rows train them, so a challenger can learn from
+    the newest data the same day. 1 holds out whole batches.
+    """
 
     batches: int = Field(1, ge=1)
     fraction: float = Field(0.25, gt=0, lt=1)
+    newest_share: float = Field(
+        0.5, gt=0, le=1, description="Share of the holdout batches' rows (the latest) held out; the rest trains"
+    )
     seed: int = 7
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from retrainer import events
-from retrainer.config import ModelConfig, PromotionMode
+from retrainer.config import ModelConfig, PromotionMode, PromotionPolicy
 from retrainer.cycle.plan import Frames, Trigger
 from retrainer.data.features import label_vector
 from retrainer.data.store import utc_now
@@ -51,9 +51,9 @@ def holdout_scores(
     return HoldoutScores(label_vector(frames.holdout, frames.spec), challenger, champion, slice_values)
 
 
-def evaluate(config: ModelConfig, scores: HoldoutScores) -> Judgement:
-    """Apply the model's promotion policy to the scores."""
-    return judge(config.task, config.primary_metric, scores, config.promotion)
+def evaluate(config: ModelConfig, scores: HoldoutScores, policy: PromotionPolicy | None = None) -> Judgement:
+    """Apply ``policy`` (default: the model's promotion policy) to the scores."""
+    return judge(config.task, config.primary_metric, scores, policy or config.promotion)
 
 
 @dataclass(frozen=True)

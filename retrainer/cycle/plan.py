@@ -45,9 +45,11 @@ class Trigger:
 
 @dataclass(frozen=True)
 class DataSplit:
-    """Which accepted batches train the challenger and which judge it.
+    """Which accepted batches train the candidates and which judge them.
 
-    When there are not more batches than the holdout needs, ``row_split`` is set and the holdout is a
+    ``training`` are the older batches of the widest window, oldest first. The holdout is the latest
+    ``newest_share`` of the ``holdout`` batches' rows; their earlier rows train every candidate. When
+    there are not more batches than the holdout needs, ``row_split`` is set and the holdout is a
     seeded fraction of the rows of all batches (the same rows on every run over the same batches).
     """
 
@@ -55,15 +57,24 @@ class DataSplit:
     holdout: list[BatchRecord]
     row_split: bool
     features: list[str]
+    newest_share: float = 1.0
 
-    def lineage(self) -> dict[str, Any]:
-        """Batch ids and content hashes of both sides, plus one digest per side."""
+    def lineage(self, older: int | None = None) -> dict[str, Any]:
+        """Batch ids and content hashes of both sides, plus one digest per side.
+
+        Args:
+            older: How many older batches the chosen window trained on (default: all of ``training``).
+        """
+        trained = self.training if older is None else self.training[len(self.training) - older :]
+        earlier_rows_train = not self.row_split and self.newest_share < 1
         return {
-            "training_batches": [b.batch_id for b in self.training],
+            "training_batches": [b.batch_id for b in trained],
             "holdout_batches": [b.batch_id for b in self.holdout],
-            "training_sha256": _digest(self.training),
+            "training_sha256": _digest(trained),
             "holdout_sha256": _digest(self.holdout),
             "holdout_is_row_split": self.row_split,
+            "holdout_share_of_holdout_batches": 1.0 if self.row_split else self.newest_share,
+            "holdout_batches_earlier_rows_train": earlier_rows_train,
         }
 
 
@@ -72,7 +83,7 @@ def _digest(batches: list[BatchRecord]) -> str:
 
 
 def plan_split(manifest: Manifest, config: ModelConfig) -> DataSplit:
-    """Pick the holdout (newest batches) and the training window (the next newest).
+    """Pick the holdout batches (newest) and the widest training window (the next newest).
 
     "Newest" is by data time capped at arrival time (see :func:`_newest_last`).
 
@@ -87,7 +98,8 @@ def plan_split(manifest: Manifest, config: ModelConfig) -> DataSplit:
         return DataSplit(training=batches, holdout=batches, row_split=True, features=features)
     holdout = batches[-config.holdout.batches :]
     rest = batches[: -config.holdout.batches]
-    return DataSplit(training=rest[-config.window.batches :], holdout=holdout, row_split=False, features=features)
+    training = rest[-config.window.batches :]
+    return DataSplit(training, holdout, row_split=False, features=features, newest_share=config.holdout.newest_share)
 
 
 def _newest_last(batches: list[BatchRecord]) -> list[BatchRecord]:
@@ -114,28 +126,74 @@ def _as_naive_utc(text: str) -> datetime | None:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+@dataclass(frozen=True)
+class Window:
+    """One candidate's training rows: the holdout batches' earlier rows plus ``older`` older batches.
+
+    Attributes:
+        older: How many older batches it adds (in a row split: all batches, counted as 0).
+        fit: Rows the booster fits.
+        valid: Rows for early stopping (the latest of the window when there is a time column).
+    """
+
+    older: int
+    fit: pl.DataFrame
+    valid: pl.DataFrame
+
+    @property
+    def rows(self) -> int:
+        """Training rows in all (fit and validation)."""
+        return self.fit.height + self.valid.height
+
+    @property
+    def name(self) -> str:
+        """How the window reads in records: ``newest`` or ``newest+3``."""
+        return "newest" if self.older == 0 else f"newest+{self.older}"
+
+
 @dataclass
 class Frames:
-    """Typed frames for one cycle: training, early-stopping validation and holdout."""
+    """Typed frames for one cycle: the candidates' training windows (widest first) and the holdout."""
 
-    train: pl.DataFrame
-    valid: pl.DataFrame
+    windows: list[Window]
     holdout: pl.DataFrame
     spec: FeatureSpec
 
 
 def load_frames(store: BatchStore, split: DataSplit, config: ModelConfig) -> Frames:
-    """Read the split's batches once, keeping only the columns the model uses."""
+    """Read the split's batches once, keeping only the columns the model uses, and cut the windows.
+
+    No window holds a holdout row. A window without rows (``older`` 0 when whole batches are held
+    out) is left out; when every configured window is empty, the widest window is used.
+    """
     schema = schema_for(config, [], split.features)
     spec = FeatureSpec.build(config, schema)
     columns = list(dict.fromkeys([*schema.required, *config.slices]))
     if split.row_split:
         pooled = store.read(split.training, columns)
         train, holdout = _split_rows(pooled, config.holdout.fraction, config.holdout.seed)
-    else:
-        train, holdout = store.read(split.training, columns), store.read(split.holdout, columns)
-    fit, valid = _validation_split(train, config)
-    return Frames(fit, valid, holdout, spec)
+        return Frames([_window(0, train, config)], holdout, spec)
+    newest, holdout = _latest_rows(store.read(split.holdout, columns), split.newest_share, config.time_column)
+    older = [store.read([batch], columns) for batch in split.training]
+    counts = sorted({min(k, len(older)) for k in config.window.candidate_batches}, reverse=True)
+    rows = {k: pl.concat([*older[len(older) - k :], newest], how="diagonal_relaxed") for k in counts}
+    chosen = [k for k in counts if rows[k].height > 0] or [len(older)]
+    windows = [_window(k, rows.get(k, pl.concat(older, how="diagonal_relaxed")), config) for k in chosen]
+    return Frames(windows, holdout, spec)
+
+
+def _latest_rows(frame: pl.DataFrame, share: float, time_column: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split ``frame`` into its earlier rows and its latest ``share`` (by ``time_column``, else file order)."""
+    if share >= 1:
+        return frame.clear(), frame
+    ordered = frame.sort(time_column, maintain_order=True, nulls_last=False) if time_column else frame
+    cut = ordered.height - max(1, round(ordered.height * share))
+    return ordered.head(cut), ordered.slice(cut)
+
+
+def _window(older: int, rows: pl.DataFrame, config: ModelConfig) -> Window:
+    fit, valid = _validation_split(rows, config)
+    return Window(older, fit, valid)
 
 
 def _split_rows(frame: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -153,23 +211,24 @@ def _validation_split(frame: pl.DataFrame, config: ModelConfig) -> tuple[pl.Data
     return ordered.head(cut), ordered.slice(cut)
 
 
-def run_params(config: ModelConfig, frames: Frames, trained: TrainedModel) -> dict[str, Any]:
-    """Parameters logged on the MLflow run."""
+def run_params(config: ModelConfig, window: Window, holdout_rows: int, trained: TrainedModel) -> dict[str, Any]:
+    """Parameters logged on the MLflow run of the challenger trained on ``window``."""
     return {
         **{f"lgbm.{k}": v for k, v in trained.params.items()},
         "n_estimators": config.lightgbm.n_estimators,
         "best_iteration": trained.best_iteration,
-        "train_rows": frames.train.height,
-        "valid_rows": frames.valid.height,
-        "holdout_rows": frames.holdout.height,
-        "features": ",".join(frames.spec.features),
+        "train_rows": window.fit.height,
+        "valid_rows": window.valid.height,
+        "holdout_rows": holdout_rows,
+        "training_window": window.name,
+        "features": ",".join(trained.spec.features),
         "task": config.task,
     }
 
 
-def lineage_tags(split: DataSplit, trigger: Trigger) -> dict[str, str]:
-    """Run tags that tie a challenger to its data and its trigger."""
-    lineage = split.lineage()
+def lineage_tags(split: DataSplit, trigger: Trigger, older: int | None = None) -> dict[str, str]:
+    """Run tags that tie a challenger (trained with ``older`` older batches) to its data and its trigger."""
+    lineage = split.lineage(older)
     return {
         "retrainer.training_batches": ",".join(lineage["training_batches"]),
         "retrainer.holdout_batches": ",".join(lineage["holdout_batches"]),
@@ -182,11 +241,12 @@ def lineage_tags(split: DataSplit, trigger: Trigger) -> dict[str, str]:
     }
 
 
-def lineage_json(split: DataSplit, trigger: Trigger) -> dict[str, Any]:
-    """The lineage artifact stored on the run."""
+def lineage_json(split: DataSplit, trigger: Trigger, older: int | None = None) -> dict[str, Any]:
+    """The lineage artifact stored on the run of a challenger trained with ``older`` older batches."""
+    trained = split.training if older is None else split.training[len(split.training) - older :]
     return {
-        **split.lineage(),
+        **split.lineage(older),
         "trigger": trigger.as_dict(),
-        "training": [asdict(b) for b in split.training],
+        "training": [asdict(b) for b in trained],
         "holdout": [asdict(b) for b in split.holdout],
     }

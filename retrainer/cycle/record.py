@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from retrainer.cycle.plan import Trigger
+from retrainer.cycle.windows import WindowChoice
 from retrainer.judge.policy import Judgement
 from retrainer.markdown import number, table
 
@@ -15,13 +16,17 @@ def decision_markdown(
     lineage: dict[str, Any],
     links: dict[str, str],
     trigger: Trigger | None = None,
+    windows: WindowChoice | None = None,
 ) -> str:
-    """The decision record: outcome, trigger and drift evidence, every rule, metrics and slices, lineage."""
+    """The decision record: outcome, trigger and drift evidence, every rule, metrics, slices, windows, lineage."""
     parts = [f"# Retrain decision\n\n**{decision_line}**"]
     if trigger is not None:
         parts += [_trigger(trigger), _evidence(trigger.event_payload)]
     if judgement is not None:
         parts += [_rules(judgement), _metrics(judgement), _slices(judgement)]
+    if windows is not None:
+        parts.append(_windows(windows, lineage))
+    if judgement is not None:
         parts += [f"- note: {note}" for note in judgement.notes]
     parts.append(_lineage(lineage))
     if links:
@@ -102,6 +107,35 @@ def _slices(judgement: Judgement) -> str:
     ]
     columns = ["slice", "rows", "champion", "challenger", "change", "judged"]
     return table(f"Slices ({judgement.primary})", columns, rows)
+
+
+def _windows(choice: WindowChoice, lineage: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"**{s.name}**" if i == choice.chosen else s.name,
+            s.rows,
+            number(s.value),
+            number(s.improvement, signed=True),
+            number(s.lower_bound, signed=True),
+            "yes" if s.promotes else "no",
+        ]
+        for i, s in enumerate(choice.scores)
+    ]
+    columns = ["window", "training rows", "primary", "improvement", "lower bound", "passes"]
+    title = f"Candidate training windows (bounds at {choice.confidence:.2%})"
+    return table(title, columns, rows) + "\n\n" + _unseen(lineage)
+
+
+def _unseen(lineage: dict[str, Any]) -> str:
+    """What "judged on unseen rows" means for this decision."""
+    batches = ", ".join(lineage.get("holdout_batches", []))
+    if lineage.get("holdout_is_row_split"):
+        return f"Judged on unseen rows: a seeded share of the rows of {batches}; no candidate trained on them."
+    share = lineage.get("holdout_share_of_holdout_batches", 1.0)
+    return (
+        f"Judged on unseen rows: the latest {share:.0%} of the rows of {batches} (by time); no candidate trained"
+        " on them."
+    )
 
 
 def _lineage(lineage: dict[str, Any]) -> str:

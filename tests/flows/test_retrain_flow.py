@@ -59,7 +59,11 @@ def test_bootstrap_then_better_challenger_promoted_then_worse_rejected(project: 
     status = model_status(project.workspace(), "churn")
     assert status["champion"]["version"] == "2"
     assert [d["outcome"] for d in status["decisions"]] == ["Rejected", "Promoted", "Promoted"]
-    assert status["champion"]["holdout_batches"] and len(status["champion"]["training_batches"]) == 3
+    # After the shift the newest data alone wins: the champion trained on the holdout batch's earlier rows only.
+    manifest = project.workspace().store("churn").manifest()
+    assert status["champion"]["holdout_batches"] == [manifest.batches[-1].batch_id]
+    run = project.workspace().registry.client.get_run(project.workspace().registry.version("churn", "2").run_id)
+    assert run.data.params["training_window"] == "newest" and status["champion"]["training_batches"] == []
 
 
 def test_run_records_params_lineage_trigger_and_decision(project: Project) -> None:
