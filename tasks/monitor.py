@@ -13,8 +13,9 @@ from retrainer import events
 from retrainer.config import ModelConfig
 from retrainer.model.registry import VersionInfo
 from retrainer.monitor.announce import incident_events
-from retrainer.monitor.check import CheckResult, DriftCheck, check_champion
+from retrainer.monitor.check import CheckResult, DriftCheck, check_champion, replaced_champions
 from retrainer.monitor.incidents import Assessment, assess
+from retrainer.monitor.performance import BASELINE_CHAMPIONS
 from retrainer.monitor.record import check_markdown, log_check
 from retrainer.monitor.reference import champion_reference
 from retrainer.monitor.window import Window, next_window
@@ -43,9 +44,14 @@ def load_reference(model: str, config: ModelConfig, champion: VersionInfo) -> pl
 def check_drift(
     model: str, config: ModelConfig, champion: VersionInfo, reference: pl.DataFrame, window: Window
 ) -> CheckResult:
-    """Read the window once, predict it with the champion, and compare both with the reference."""
+    """Read the window once, predict it with the champion, and compare both with the reference.
+
+    The champion's labelled performance is judged against the best holdout figure of it and the
+    champions it replaced (``BASELINE_CHAMPIONS`` in all).
+    """
     ws = workspace()
-    return check_champion(ws.store(model), ws.registry, config, champion, reference, window)
+    predecessors = replaced_champions(ws.registry, ws.history(model), champion, BASELINE_CHAMPIONS - 1)
+    return check_champion(ws.store(model), ws.registry, config, champion, reference, window, None, predecessors)
 
 
 @registry_task("record-check")

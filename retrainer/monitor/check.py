@@ -37,6 +37,7 @@ from retrainer.config import DriftConfig, ModelConfig
 from retrainer.config.drift_methods import ColumnKind
 from retrainer.data.contract import Schema, schema_for
 from retrainer.data.store import BatchStore
+from retrainer.model.history import History
 from retrainer.model.registry import Registry, VersionInfo
 from retrainer.monitor.evidently import EvidentlyRun, run_evidently
 from retrainer.monitor.fast_stats import (
@@ -49,7 +50,7 @@ from retrainer.monitor.fast_stats import (
 )
 from retrainer.monitor.incidents import CheckRecord
 from retrainer.monitor.page import opened_report
-from retrainer.monitor.performance import Performance, holdout_figure, window_performance
+from retrainer.monitor.performance import Performance, holdout_figure, performance_baseline, window_performance
 from retrainer.monitor.reference import PREDICTION, prediction_column, prediction_kind, seeded_sample
 from retrainer.monitor.window import Window, predict_window, require_features
 
@@ -198,6 +199,7 @@ def check_champion(
     reference: pl.DataFrame,
     window: Window,
     now: datetime | None = None,
+    predecessors: list[VersionInfo] | None = None,
 ) -> CheckResult:
     """Check a stored window: read it once, predict it with the champion as served, compare with the reference.
 
@@ -205,11 +207,13 @@ def check_champion(
         store: The model's batch store.
         registry: The registry holding ``champion``.
         config: The model's config.
-        champion: The version checked; its ``retrainer.metrics`` tag gives the holdout figure the
-            labelled performance is judged against.
+        champion: The version checked; its ``retrainer.metrics`` tag gives its holdout figure.
         reference: The champion's reference sample (:func:`~retrainer.monitor.reference.champion_reference`).
         window: The batches to check.
         now: When the check happens (default: now).
+        predecessors: The champions ``champion`` replaced, newest first: the labelled performance
+            is judged against the best holdout figure among them and ``champion``
+            (:func:`~retrainer.monitor.performance.performance_baseline`).
 
     Raises:
         DataError: the window has no rows or lacks feature columns (naming each column).
@@ -217,10 +221,25 @@ def check_champion(
     """
     schema = schema_for(config, [], store.manifest().features)
     read = predict_window(store, registry, champion, window, schema)
-    figure = holdout_figure(champion.tags, config.primary_metric)
+    versions = [champion, *(predecessors or [])]
+    figure = performance_baseline(
+        [holdout_figure(v.tags, config.primary_metric) for v in versions], config.primary_metric
+    )
     return check_window(
         champion.model, config, schema, champion.version, reference, window, read.rows, read.predictions, figure, now
     )
+
+
+def replaced_champions(registry: Registry, history: History, champion: VersionInfo, count: int) -> list[VersionInfo]:
+    """Up to ``count`` champions before ``champion``, newest first, by the history's ``replaced`` chain."""
+    found: list[VersionInfo] = []
+    seen = {champion.version}
+    replaced = history.replaced_by(champion.version)
+    while replaced is not None and replaced not in seen and len(found) < count:
+        found.append(registry.version(champion.model, replaced))
+        seen.add(replaced)
+        replaced = history.replaced_by(replaced)
+    return found
 
 
 def check_metrics(check: DriftCheck) -> dict[str, float]:

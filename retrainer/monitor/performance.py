@@ -14,6 +14,9 @@ from retrainer.data.contract import Schema
 from retrainer.data.features import FeatureSpec, label_vector
 from retrainer.judge.metrics import point_metric
 
+# The champion and the champions it replaced, this many in all, set the performance baseline.
+BASELINE_CHAMPIONS = 3
+
 
 @dataclass(frozen=True)
 class Performance:
@@ -72,6 +75,21 @@ def window_performance(
     return Performance(
         metric, value, holdout_figure, change, drift.performance_tolerance, degraded, rows, drift.performance_min_rows
     )
+
+
+def performance_baseline(figures: list[float | None], metric: str) -> float | None:
+    """The figure a champion's labelled performance is judged against: the best of ``figures``.
+
+    ``figures`` are the holdout figures of the champion and of the champions before it (see
+    :data:`BASELINE_CHAMPIONS`), newest first. The best of them, not the champion's own, so a
+    mediocre champion promoted after a change cannot lower the bar it is held to: it keeps looking
+    degraded, and keeps being challenged, until a challenger reaches the earlier level or the
+    earlier champions age out of the list.
+    """
+    known = [figure for figure in figures if figure is not None and np.isfinite(figure)]
+    if not known:
+        return None
+    return max(known, key=lambda figure: orientation(metric) * figure)
 
 
 def holdout_figure(version_tags: dict[str, str], metric: str) -> float | None:

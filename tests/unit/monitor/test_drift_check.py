@@ -6,6 +6,7 @@ import html
 import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -15,10 +16,12 @@ from retrainer.config import DriftConfig, DriftWindow, ModelConfig
 from retrainer.data.contract import Schema, schema_for
 from retrainer.data.store import BatchRecord, Manifest
 from retrainer.errors import DataError, NoDataError
-from retrainer.monitor.check import CheckResult, check_window
+from retrainer.model.history import History, HistoryEntry
+from retrainer.model.registry import VersionInfo
+from retrainer.monitor.check import CheckResult, check_window, replaced_champions
 from retrainer.monitor.incidents import Action, Assessment
 from retrainer.monitor.page import with_banner
-from retrainer.monitor.performance import holdout_figure
+from retrainer.monitor.performance import holdout_figure, performance_baseline
 from retrainer.monitor.record import check_markdown
 from retrainer.monitor.reference import PREDICTION, prediction_column
 from retrainer.monitor.window import Window, select_window
@@ -480,3 +483,27 @@ def test_top_drifted_ranks_p_value_methods_by_smallest_p() -> None:
     assert columns["num_0"].score is not None and columns["num_3"].score is not None
     assert 0 < columns["num_3"].score < columns["num_0"].score < columns["num_0"].threshold
     assert [c.column for c in check.top_drifted()][:2] == ["num_3", "num_0"]
+
+
+def test_the_performance_baseline_is_the_best_figure_of_the_champion_and_those_it_replaced() -> None:
+    assert performance_baseline([0.80, 0.93, None, 0.90], "accuracy") == 0.93
+    assert performance_baseline([2.4, 1.9, 2.1], "rmse") == 1.9
+    assert performance_baseline([None, float("nan")], "accuracy") is None
+    assert performance_baseline([], "rmse") is None
+
+
+def test_replaced_champions_follow_the_history_back_without_looping(tmp_path: Path) -> None:
+    history = History(tmp_path / "history.jsonl")
+    for version, replaced in [("1", None), ("2", "1"), ("3", "2"), ("2", "3"), ("4", "2")]:
+        outcome = "RolledBack" if (version, replaced) == ("2", "3") else "Promoted"
+        history.append(HistoryEntry("2026-01-01", "churn", "judged", outcome, version, replaced))
+
+    class Versions:
+        def version(self, model: str, version: str) -> VersionInfo:
+            return VersionInfo(model, version, None, {})
+
+    champion = VersionInfo("churn", "4", None, {})
+    found = replaced_champions(Versions(), history, champion, 5)  # type: ignore[arg-type]
+    # 4 replaced 2, which last became champion by rolling back over 3; 3 replaced 2 again: the chain stops.
+    assert [v.version for v in found] == ["2", "3"]
+    assert [v.version for v in replaced_champions(Versions(), history, champion, 1)] == ["2"]  # type: ignore[arg-type]
