@@ -13,7 +13,7 @@ import polars as pl
 from retrainer.config import ModelConfig
 from retrainer.data.contract import schema_for
 from retrainer.data.features import FeatureSpec
-from retrainer.data.store import BatchRecord, BatchStore, Manifest
+from retrainer.data.store import BatchRecord, BatchStore, Manifest, split_latest
 from retrainer.errors import NoDataError
 from retrainer.model.history import current_actor
 from retrainer.model.training import TrainedModel
@@ -173,22 +173,13 @@ def load_frames(store: BatchStore, split: DataSplit, config: ModelConfig) -> Fra
         pooled = store.read(split.training, columns)
         train, holdout = _split_rows(pooled, config.holdout.fraction, config.holdout.seed)
         return Frames([_window(0, train, config)], holdout, spec)
-    newest, holdout = _latest_rows(store.read(split.holdout, columns), split.newest_share, config.time_column)
+    newest, holdout = split_latest(store.read(split.holdout, columns), split.newest_share, config.time_column)
     older = [store.read([batch], columns) for batch in split.training]
     counts = sorted({min(k, len(older)) for k in config.window.candidate_batches}, reverse=True)
     rows = {k: pl.concat([*older[len(older) - k :], newest], how="diagonal_relaxed") for k in counts}
     chosen = [k for k in counts if rows[k].height > 0] or [len(older)]
     windows = [_window(k, rows.get(k, pl.concat(older, how="diagonal_relaxed")), config) for k in chosen]
     return Frames(windows, holdout, spec)
-
-
-def _latest_rows(frame: pl.DataFrame, share: float, time_column: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split ``frame`` into its earlier rows and its latest ``share`` (by ``time_column``, else file order)."""
-    if share >= 1:
-        return frame.clear(), frame
-    ordered = frame.sort(time_column, maintain_order=True, nulls_last=False) if time_column else frame
-    cut = ordered.height - max(1, round(ordered.height * share))
-    return ordered.head(cut), ordered.slice(cut)
 
 
 def _window(older: int, rows: pl.DataFrame, config: ModelConfig) -> Window:
@@ -234,6 +225,7 @@ def lineage_tags(split: DataSplit, trigger: Trigger, older: int | None = None) -
         "retrainer.holdout_batches": ",".join(lineage["holdout_batches"]),
         "retrainer.training_sha256": lineage["training_sha256"],
         "retrainer.holdout_sha256": lineage["holdout_sha256"],
+        "retrainer.holdout_share": str(lineage["holdout_share_of_holdout_batches"]),
         "retrainer.trigger.reason": trigger.reason,
         "retrainer.trigger.event_id": trigger.event_id or "",
         "retrainer.trigger.incident_key": trigger.incident_key or "",

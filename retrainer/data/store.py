@@ -140,6 +140,20 @@ class BatchStore:
         return lazy.collect()
 
 
+def split_latest(frame: pl.DataFrame, share: float, time_column: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split ``frame`` into its earlier rows and its latest ``share`` of rows.
+
+    "Latest" is by ``time_column`` (rows without a time count as earliest; ties keep file order),
+    or by file order without one. At least one row is latest; ``share`` ≥ 1 makes every row latest.
+    The same frame and share always give the same split.
+    """
+    if share >= 1:
+        return frame.clear(), frame
+    ordered = frame.sort(time_column, maintain_order=True, nulls_last=False) if time_column else frame
+    cut = ordered.height - max(1, round(ordered.height * share))
+    return ordered.head(cut), ordered.slice(cut)
+
+
 def _write_private(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to a new file created owner-only, then give it ``mode`` (also owner-only)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _OWNER_READ_WRITE)

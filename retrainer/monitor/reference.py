@@ -14,6 +14,7 @@ run records (:func:`champion_reference`).
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,15 @@ from retrainer.config.drift_methods import ColumnKind
 from retrainer.config.metrics import TaskKind
 from retrainer.data.contract import schema_for
 from retrainer.data.features import FeatureSpec
-from retrainer.data.store import BatchRecord, BatchStore, Manifest
+from retrainer.data.store import BatchRecord, BatchStore, Manifest, split_latest
 from retrainer.errors import NoDataError, RegistryError
 from retrainer.model.registry import Registry, VersionInfo
 
 PREDICTION = "champion_prediction"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 TRAINING_BATCHES_TAG = "retrainer.training_batches"
+HOLDOUT_BATCHES_TAG = "retrainer.holdout_batches"
+HOLDOUT_SHARE_TAG = "retrainer.holdout_share"
 
 
 def prediction_kind(task: TaskKind) -> ColumnKind:
@@ -96,22 +99,47 @@ def seeded_sample(frame: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
     return frame if frame.height <= rows else frame.sample(n=rows, seed=seed)
 
 
-def reference_batches(manifest: Manifest, run_tags: dict[str, str], version: str) -> list[BatchRecord]:
-    """The accepted batches a version was trained on, from its run's lineage tags, in recorded order.
+@dataclass(frozen=True)
+class TrainedOn:
+    """The rows a version trained on, from its run's lineage tags.
+
+    Attributes:
+        batches: Whole batches it trained on, in recorded order.
+        holdout_batches: Its holdout batches, whose earlier rows it trained on when ``holdout_share`` < 1.
+        holdout_share: The latest share of the holdout batches' rows it was judged on.
+    """
+
+    batches: list[BatchRecord]
+    holdout_batches: list[BatchRecord]
+    holdout_share: float
+
+    def rows(self, store: BatchStore, columns: list[str], time_column: str | None) -> pl.DataFrame:
+        """Read those rows: the whole batches, then the holdout batches' earlier rows."""
+        frames = [store.read(self.batches, columns)] if self.batches else []
+        if self.holdout_share < 1:
+            earlier, _ = split_latest(store.read(self.holdout_batches, columns), self.holdout_share, time_column)
+            frames.append(earlier)
+        return pl.concat(frames, how="diagonal_relaxed")
+
+
+def trained_on(manifest: Manifest, run_tags: dict[str, str], version: str) -> TrainedOn:
+    """The accepted batches a version was trained on, from its run's lineage tags.
 
     Used to rebuild the reference of a champion registered without one.
 
     Raises:
-        NoDataError: the run records no training batches, or some are no longer in the store.
+        NoDataError: the run records no training rows, or some of its batches are no longer in the store.
     """
     wanted = [b for b in run_tags.get(TRAINING_BATCHES_TAG, "").split(",") if b]
-    if not wanted:
+    share = float(run_tags.get(HOLDOUT_SHARE_TAG) or 1.0)
+    held = [b for b in run_tags.get(HOLDOUT_BATCHES_TAG, "").split(",") if b] if share < 1 else []
+    if not wanted and not held:
         raise NoDataError(manifest.model, f"v{version} records no training batches: cannot build its reference")
     found = {b.batch_id: b for b in manifest.batches}
-    missing = [b for b in wanted if b not in found]
+    missing = [b for b in [*wanted, *held] if b not in found]
     if missing:
         raise NoDataError(manifest.model, f"v{version} was trained on batches no longer stored: {missing}")
-    return [found[b] for b in wanted]
+    return TrainedOn([found[b] for b in wanted], [found[b] for b in held], share)
 
 
 def store_reference(registry: Registry, run_id: str, sample: pl.DataFrame) -> None:
@@ -152,9 +180,10 @@ def champion_reference(
 def rebuild_reference(
     store: BatchStore, registry: Registry, config: ModelConfig, champion: VersionInfo
 ) -> pl.DataFrame:
-    """Build a version's reference from its recorded training batches, predicted as served; store it on its run.
+    """Build a version's reference from its recorded training rows, predicted as served; store it on its run.
 
-    The rows are the seeded sample :func:`reference_rows` draws from the recorded training batches,
+    The rows are the seeded sample :func:`reference_rows` draws from the recorded training batches
+    (and the earlier rows of its holdout batches, when they trained it; see :func:`trained_on`),
     read in the recorded order: the same population as a registration's own sample, not the same
     rows (a registration samples its training rows after the holdout and validation split).
 
@@ -173,9 +202,11 @@ def rebuild_reference(
     """
     run_id = _run_of(champion)
     manifest = store.manifest()
-    batches = reference_batches(manifest, registry.run_details(run_id)[0], champion.version)
+    source = trained_on(manifest, registry.run_details(run_id)[0], champion.version)
     schema = schema_for(config, [], manifest.features)
-    rows = reference_rows(store.read(batches, [*schema.features, schema.target]), config.drift)
+    timed = [config.time_column] if config.time_column else []
+    columns = list(dict.fromkeys([*schema.features, schema.target, *timed]))
+    rows = reference_rows(source.rows(store, columns, config.time_column), config.drift)
     predictions = served_predictions(registry, champion.model, champion.version, rows, schema.features)
     sample = reference_sample(rows, FeatureSpec.build(config, schema), predictions)
     store_reference(registry, run_id, sample)
