@@ -85,7 +85,9 @@ def _digest(batches: list[BatchRecord]) -> str:
 def plan_split(manifest: Manifest, config: ModelConfig) -> DataSplit:
     """Pick the holdout batches (newest) and the widest training window (the next newest).
 
-    "Newest" is by data time capped at arrival time (see :func:`_newest_last`).
+    "Newest" is by data time capped at arrival time (see :func:`_newest_last`). The holdout is the
+    latest ``holdout.newest_share`` of the holdout batches' rows, unless that is fewer rows than
+    ``promotion.min_holdout_rows``: then whole batches are held out, so small batches still judge.
 
     Raises:
         NoDataError: no batch has been accepted for the model.
@@ -99,7 +101,10 @@ def plan_split(manifest: Manifest, config: ModelConfig) -> DataSplit:
     holdout = batches[-config.holdout.batches :]
     rest = batches[: -config.holdout.batches]
     training = rest[-config.window.batches :]
-    return DataSplit(training, holdout, row_split=False, features=features, newest_share=config.holdout.newest_share)
+    share = config.holdout.newest_share
+    if sum(b.rows for b in holdout) * share < config.promotion.min_holdout_rows:
+        share = 1.0
+    return DataSplit(training, holdout, row_split=False, features=features, newest_share=share)
 
 
 def _newest_last(batches: list[BatchRecord]) -> list[BatchRecord]:

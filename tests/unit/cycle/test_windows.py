@@ -80,6 +80,17 @@ def test_candidates_are_capped_by_the_batches_there_are(tmp_path: Path) -> None:
     assert [w.name for w in frames.windows] == ["newest+2", "newest"]
 
 
+def test_a_newest_batch_too_small_to_halve_is_held_out_whole(tmp_path: Path) -> None:
+    config = churn_config(window={"batches": 2}, promotion={"metric": "roc_auc", "min_holdout_rows": ROWS // 2 + 1})
+    store = stored_days(tmp_path, config, 3)
+
+    split = plan_split(store.manifest(), config)
+    frames = load_frames(store, split, config)
+
+    assert split.newest_share == 1.0 and split.lineage()["holdout_batches_earlier_rows_train"] is False
+    assert frames.holdout.height == ROWS and [w.name for w in frames.windows] == ["newest+2"]
+
+
 @pytest.mark.parametrize("candidates", [[], [0, 0], [1, 2, 3, 4, 5], [-1], [4]])
 def test_impossible_candidates_are_config_errors(candidates: list[int]) -> None:
     with pytest.raises(ConfigError, match=r"window\.candidates"):
