@@ -11,6 +11,7 @@ from tasks.monitor import (
     assess_incident,
     check_drift,
     choose_window,
+    earlier_champions,
     incident_announcements,
     load_reference,
     publish_check,
@@ -38,7 +39,8 @@ def monitor(model: str, batch_id: str | None = None) -> State:
     if window is None:
         return Completed(name="NoNewData", message=f"{model}: no batch accepted since the last check")
     reference = load_reference(model, config, champion)
-    result = check_drift(model, config, champion, reference, window)
+    earlier = earlier_champions(model, champion)
+    result = check_drift(model, config, champion, reference, window, earlier)
     report_uri = record_check(result)
     assessment = assess_incident(model, config, result.check)
     publish_check(result.check, assessment, report_uri)

@@ -74,7 +74,7 @@ def retrain(
         split = plan_training_data(model, config)
         frames = load_training_frames(model, config, split)
         # The champion is read and predicts the holdout while the candidates train (on num_threads cores).
-        champion = score_champion.submit(config, frames, model)
+        champion = score_champion.submit(config, split, frames, model)
         report_progress(progress, 20)
         candidates = train_candidates(config, frames)
         report_progress(progress, 50)

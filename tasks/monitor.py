@@ -40,18 +40,29 @@ def load_reference(model: str, config: ModelConfig, champion: VersionInfo) -> pl
     return champion_reference(ws.store(model), ws.registry, config, champion)
 
 
+@registry_task("read-earlier-champions")
+def earlier_champions(model: str, champion: VersionInfo) -> list[VersionInfo]:
+    """The champions ``champion`` replaced (``BASELINE_CHAMPIONS`` - 1 at most): their holdout figures join the bar."""
+    ws = workspace()
+    return replaced_champions(ws.registry, ws.history(model), champion, BASELINE_CHAMPIONS - 1)
+
+
 @task(name="check-drift", cache_policy=NO_CACHE)
 def check_drift(
-    model: str, config: ModelConfig, champion: VersionInfo, reference: pl.DataFrame, window: Window
+    model: str,
+    config: ModelConfig,
+    champion: VersionInfo,
+    reference: pl.DataFrame,
+    window: Window,
+    earlier: list[VersionInfo],
 ) -> CheckResult:
     """Read the window once, predict it with the champion, and compare both with the reference.
 
     The champion's labelled performance is judged against the best holdout figure of it and the
-    champions it replaced (``BASELINE_CHAMPIONS`` in all).
+    ``earlier`` champions (see ``retrainer.monitor.performance.performance_baseline``).
     """
     ws = workspace()
-    predecessors = replaced_champions(ws.registry, ws.history(model), champion, BASELINE_CHAMPIONS - 1)
-    return check_champion(ws.store(model), ws.registry, config, champion, reference, window, None, predecessors)
+    return check_champion(ws.store(model), ws.registry, config, champion, reference, window, None, earlier)
 
 
 @registry_task("record-check")

@@ -34,6 +34,7 @@ from retrainer.cycle.plan import (
     DataSplit,
     Frames,
     Trigger,
+    holdout_batches_seen,
     lineage_json,
     lineage_tags,
     load_frames,
@@ -53,9 +54,9 @@ from retrainer.monitor.incidents import (
     alerts_since,
     attach_alerts,
     claim_retrain,
-    coalescing_closes,
     retrain_failed,
     retrain_finished,
+    seconds_until_window_closes,
 )
 from retrainer.monitor.reference import reference_rows, reference_sample, store_reference
 from tasks._common import artifact_key, registry_task, workspace
@@ -130,9 +131,8 @@ def attached_alerts(model: str, trigger: Trigger, whole_window: bool = False) ->
     started = state.last_retrain_started_at or datetime.now(UTC)
     with get_client(sync_client=True) as client:
         occurred = _occurred(client, trigger.event_id)
-        closes = coalescing_closes(occurred) if trigger.event_name in events.INCIDENT_EVENTS else None
-        if whole_window and closes is not None:
-            time.sleep(max(0.0, (closes - datetime.now(UTC)).total_seconds()))
+        if whole_window and trigger.event_name in events.INCIDENT_EVENTS:
+            time.sleep(seconds_until_window_closes(occurred, datetime.now(UTC)))
         since = alerts_since(occurred, started, state.alerts_read_until)
         read_at = datetime.now(UTC)
         found = _alert_events(client, model, since)
@@ -310,13 +310,17 @@ def read_champion(model: str) -> VersionInfo | None:
 
 
 @registry_task("score-champion")
-def score_champion(config: ModelConfig, frames: Frames, model: str) -> ChampionScores:
-    """Read ``@champion`` and predict the holdout with it, as served (no predictions when not judging)."""
+def score_champion(config: ModelConfig, split: DataSplit, frames: Frames, model: str) -> ChampionScores:
+    """Read ``@champion`` and predict the holdout with it, as served (no predictions when not judging).
+
+    Also names the holdout batches the champion may have trained on (``holdout_batches_seen``).
+    """
     registry = workspace().registry
     champion = registry.alias(model, CHAMPION)
     if champion is None or config.promotion.mode == "disabled":
         return ChampionScores(champion, None)
-    return ChampionScores(champion, predict_holdout(registry, model, champion.version, frames))
+    seen = holdout_batches_seen(registry.run_details(champion.run_id)[0], split) if champion.run_id else []
+    return ChampionScores(champion, predict_holdout(registry, model, champion.version, frames), seen)
 
 
 @task(name="judge-challenger", cache_policy=NO_CACHE)
@@ -335,7 +339,7 @@ def judge_challenger(
     judgement = evaluate(config, scores, corrected_policy(config.promotion, len(choice.scores)))
     if challenger.run_id:
         registry.log_metrics(challenger.run_id, holdout_metric_values(judgement))
-    return replace(judgement, notes=[choice.note, *judgement.notes])
+    return replace(judgement, notes=[choice.note, *champion.notes, *judgement.notes])
 
 
 @registry_task("conclude-decision")

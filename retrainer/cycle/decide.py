@@ -36,6 +36,17 @@ class ChampionScores:
 
     version: VersionInfo | None
     predictions: np.ndarray | None
+    saw_holdout_batches: list[str] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the decision record must say about the champion's side of the comparison."""
+        if not self.saw_holdout_batches or self.version is None:
+            return []
+        return [
+            f"champion v{self.version.version} trained on some rows of {', '.join(self.saw_holdout_batches)}, which"
+            " this holdout holds: its figures there may be optimistic, which favours the champion"
+        ]
 
 
 def predict_holdout(registry: Registry, model: str, version: str, frames: Frames) -> np.ndarray:

@@ -18,6 +18,9 @@ from retrainer.errors import NoDataError
 from retrainer.model.history import current_actor
 from retrainer.model.training import TrainedModel
 
+# Fewer rows than this do not make a candidate worth judging (and may not fit at all).
+MIN_FIT_ROWS = 20
+
 
 @dataclass(frozen=True)
 class Trigger:
@@ -59,13 +62,19 @@ class DataSplit:
     features: list[str]
     newest_share: float = 1.0
 
+    def trained_batches(self, older: int | None) -> list[BatchRecord]:
+        """The batches a window with ``older`` older batches trained on (a row split: all of them)."""
+        if older is None or self.row_split:
+            return self.training
+        return self.training[len(self.training) - older :] if older else []
+
     def lineage(self, older: int | None = None) -> dict[str, Any]:
         """Batch ids and content hashes of both sides, plus one digest per side.
 
         Args:
             older: How many older batches the chosen window trained on (default: all of ``training``).
         """
-        trained = self.training if older is None else self.training[len(self.training) - older :]
+        trained = self.trained_batches(older)
         earlier_rows_train = not self.row_split and self.newest_share < 1
         return {
             "training_batches": [b.batch_id for b in trained],
@@ -136,14 +145,16 @@ class Window:
     """One candidate's training rows: the holdout batches' earlier rows plus ``older`` older batches.
 
     Attributes:
-        older: How many older batches it adds (in a row split: all batches, counted as 0).
+        older: How many older batches it adds (in a row split: all batches).
         fit: Rows the booster fits.
         valid: Rows for early stopping (the latest of the window when there is a time column).
+        pooled: Whether it is the seeded row split of all batches (too few batches for a holdout batch).
     """
 
     older: int
     fit: pl.DataFrame
     valid: pl.DataFrame
+    pooled: bool = False
 
     @property
     def rows(self) -> int:
@@ -152,8 +163,15 @@ class Window:
 
     @property
     def name(self) -> str:
-        """How the window reads in records: ``newest`` or ``newest+3``."""
+        """How the window reads in records: ``newest``, ``newest+3`` or ``all batches (row split)``."""
+        if self.pooled:
+            return "all batches (row split)"
         return "newest" if self.older == 0 else f"newest+{self.older}"
+
+    @property
+    def trainable(self) -> bool:
+        """Enough rows to fit and to stop early on (LightGBM refuses an empty validation set)."""
+        return self.fit.height >= MIN_FIT_ROWS and self.valid.height > 0
 
 
 @dataclass
@@ -168,8 +186,9 @@ class Frames:
 def load_frames(store: BatchStore, split: DataSplit, config: ModelConfig) -> Frames:
     """Read the split's batches once, keeping only the columns the model uses, and cut the windows.
 
-    No window holds a holdout row. A window without rows (``older`` 0 when whole batches are held
-    out) is left out; when every configured window is empty, the widest window is used.
+    No window holds a holdout row. A window too small to train (:attr:`Window.trainable`; e.g.
+    ``older`` 0 when whole batches are held out) is left out; when no configured window can train,
+    the widest window is used.
     """
     schema = schema_for(config, [], split.features)
     spec = FeatureSpec.build(config, schema)
@@ -177,14 +196,22 @@ def load_frames(store: BatchStore, split: DataSplit, config: ModelConfig) -> Fra
     if split.row_split:
         pooled = store.read(split.training, columns)
         train, holdout = _split_rows(pooled, config.holdout.fraction, config.holdout.seed)
-        return Frames([_window(0, train, config)], holdout, spec)
+        fit, valid = _validation_split(train, config)
+        return Frames([Window(len(split.training), fit, valid, pooled=True)], holdout, spec)
     newest, holdout = split_latest(store.read(split.holdout, columns), split.newest_share, config.time_column)
     older = [store.read([batch], columns) for batch in split.training]
     counts = sorted({min(k, len(older)) for k in config.window.candidate_batches}, reverse=True)
-    rows = {k: pl.concat([*older[len(older) - k :], newest], how="diagonal_relaxed") for k in counts}
-    chosen = [k for k in counts if rows[k].height > 0] or [len(older)]
-    windows = [_window(k, rows.get(k, pl.concat(older, how="diagonal_relaxed")), config) for k in chosen]
-    return Frames(windows, holdout, spec)
+    windows = [
+        _window(k, pl.concat([*older[len(older) - k :], newest], how="diagonal_relaxed"), config) for k in counts
+    ]
+    trainable = [w for w in windows if w.trainable]
+    if trainable:
+        return Frames(trainable, holdout, spec)
+    return Frames([_window(len(older), _rows(older, newest.clear()), config)], holdout, spec)
+
+
+def _rows(older: list[pl.DataFrame], newest: pl.DataFrame) -> pl.DataFrame:
+    return pl.concat([*older, newest], how="diagonal_relaxed")
 
 
 def _window(older: int, rows: pl.DataFrame, config: ModelConfig) -> Window:
@@ -238,9 +265,24 @@ def lineage_tags(split: DataSplit, trigger: Trigger, older: int | None = None) -
     }
 
 
+def holdout_batches_seen(run_tags: dict[str, str], split: DataSplit) -> list[str]:
+    """The holdout batches of ``split`` some of whose holdout rows a version may have trained on.
+
+    From the version's run lineage tags: a batch it trained on whole, or a batch of its own holdout
+    whose earlier rows trained it when this holdout is cut differently (other batches, a larger
+    share, or a row split). Empty for runs without lineage tags.
+    """
+    whole = {b for b in run_tags.get("retrainer.training_batches", "").split(",") if b}
+    share = float(run_tags.get("retrainer.holdout_share") or 1.0)
+    held = {b for b in run_tags.get("retrainer.holdout_batches", "").split(",") if b} if share < 1 else set()
+    current = [b.batch_id for b in split.holdout]
+    cut_differs = split.row_split or held != set(current) or split.newest_share > share
+    return [b for b in current if b in whole or (b in held and cut_differs)]
+
+
 def lineage_json(split: DataSplit, trigger: Trigger, older: int | None = None) -> dict[str, Any]:
     """The lineage artifact stored on the run of a challenger trained with ``older`` older batches."""
-    trained = split.training if older is None else split.training[len(split.training) - older :]
+    trained = split.trained_batches(older)
     return {
         **split.lineage(older),
         "trigger": trigger.as_dict(),

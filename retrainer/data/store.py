@@ -143,14 +143,21 @@ class BatchStore:
 def split_latest(frame: pl.DataFrame, share: float, time_column: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split ``frame`` into its earlier rows and its latest ``share`` of rows.
 
-    "Latest" is by ``time_column`` (rows without a time count as earliest; ties keep file order),
-    or by file order without one. At least one row is latest; ``share`` ≥ 1 makes every row latest.
-    The same frame and share always give the same split.
+    "Latest" is by ``time_column`` (rows without a time count as earliest), or by file order without
+    one. Rows with the same time fall on the same side (the latest), so a coarse time column (dates
+    only) cannot make file order decide: a batch of one date is all latest. At least one row is
+    latest; ``share`` ≥ 1 makes every row latest. The same frame and share always give the same split.
     """
-    if share >= 1:
+    if share >= 1 or frame.is_empty():
         return frame.clear(), frame
-    ordered = frame.sort(time_column, maintain_order=True, nulls_last=False) if time_column else frame
-    cut = ordered.height - max(1, round(ordered.height * share))
+    cut = frame.height - max(1, round(frame.height * share))
+    if time_column is None:
+        return frame.head(cut), frame.slice(cut)
+    ordered = frame.sort(time_column, maintain_order=True, nulls_last=False)
+    times = ordered[time_column]
+    boundary = times[cut]
+    if boundary is not None:
+        cut = int((times < boundary).sum() + times.null_count())
     return ordered.head(cut), ordered.slice(cut)
 
 

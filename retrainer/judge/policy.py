@@ -222,7 +222,7 @@ def _primary_rule(primary: str, metric_rows: list[MetricRow], policy: PromotionP
     passed = row.lower_bound > policy.min_improvement
     detail = (
         f"{primary} {row.champion:.4f} → {row.challenger:.4f} (improvement {row.improvement:+.4f}, "
-        f"{policy.confidence:.0%} lower bound {row.lower_bound:+.4f} ({row.bound_method}) "
+        f"{policy.confidence * 100:g}% lower bound {row.lower_bound:+.4f} ({row.bound_method}) "
         f"must exceed {policy.min_improvement:+.4f})"
     )
     return Rule(name, passed, detail)

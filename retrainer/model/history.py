@@ -135,6 +135,17 @@ class History:
         lines = self.path.read_text(encoding="utf-8").splitlines()
         return [HistoryEntry(**json.loads(line)) for line in lines if line.strip()]
 
+    def promoted_over(self, version: str) -> str | None:
+        """The champion ``version`` replaced when it was last promoted (a rollback to it does not count)."""
+        for entry in reversed(self.entries()):
+            if entry.version == version and entry.outcome == "Promoted":
+                return entry.replaced
+        return None
+
+    def rolled_back_from(self) -> set[str]:
+        """Every version a rollback replaced."""
+        return {e.replaced for e in self.entries() if e.outcome == "RolledBack" and e.replaced is not None}
+
     def replaced_by(self, version: str) -> str | None:
         """The version that ``version`` replaced when it last became champion."""
         for entry in reversed(self.entries()):

@@ -37,6 +37,7 @@ from retrainer.config import DriftConfig, ModelConfig
 from retrainer.config.drift_methods import ColumnKind
 from retrainer.data.contract import Schema, schema_for
 from retrainer.data.store import BatchStore
+from retrainer.errors import RegistryError, TransientRegistryError
 from retrainer.model.history import History
 from retrainer.model.registry import Registry, VersionInfo
 from retrainer.monitor.evidently import EvidentlyRun, run_evidently
@@ -231,15 +232,30 @@ def check_champion(
 
 
 def replaced_champions(registry: Registry, history: History, champion: VersionInfo, count: int) -> list[VersionInfo]:
-    """Up to ``count`` champions before ``champion``, newest first, by the history's ``replaced`` chain."""
+    """Up to ``count`` champions before ``champion``, newest first, by the versions each promotion replaced.
+
+    A version a rollback replaced is passed over (it was withdrawn, its figure is no bar), and so is
+    one the registry no longer has (deleted versions are ordinary cleanup).
+    """
+    withdrawn = history.rolled_back_from()
     found: list[VersionInfo] = []
     seen = {champion.version}
-    replaced = history.replaced_by(champion.version)
+    replaced = history.promoted_over(champion.version)
     while replaced is not None and replaced not in seen and len(found) < count:
-        found.append(registry.version(champion.model, replaced))
         seen.add(replaced)
-        replaced = history.replaced_by(replaced)
+        if replaced not in withdrawn:
+            found += _still_registered(registry, champion.model, replaced)
+        replaced = history.promoted_over(replaced)
     return found
+
+
+def _still_registered(registry: Registry, model: str, version: str) -> list[VersionInfo]:
+    try:
+        return [registry.version(model, version)]
+    except TransientRegistryError:
+        raise
+    except RegistryError:
+        return []
 
 
 def check_metrics(check: DriftCheck) -> dict[str, float]:

@@ -334,6 +334,19 @@ def alerts_since(triggered_at: datetime | None, started_at: datetime, read_until
     return min(since, swept)
 
 
+def seconds_until_window_closes(triggered_at: datetime | None, now: datetime) -> float:
+    """How long a retrain waits before its last read: until :func:`coalescing_closes`, never longer than the window.
+
+    ``triggered_at`` comes from the emitting host's clock; a clock ahead of ours (or a made-up time)
+    must not hold the model's slot for longer than one window.
+    """
+    closes = coalescing_closes(triggered_at)
+    if closes is None:
+        return 0.0
+    longest = float(COALESCE_SECONDS + ATTACH_MARGIN_SECONDS)
+    return min(max(0.0, (closes - now).total_seconds()), longest)
+
+
 def coalescing_closes(triggered_at: datetime | None) -> datetime | None:
     """When every alert coalesced into a retrain whose event came at ``triggered_at`` is on the server.
 

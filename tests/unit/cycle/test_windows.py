@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 from retrainer.config import ModelConfig, PromotionPolicy, parse_project
-from retrainer.cycle.plan import load_frames, plan_split
+from retrainer.cycle.plan import DataSplit, holdout_batches_seen, load_frames, plan_split
 from retrainer.cycle.windows import choose_window, corrected_policy
 from retrainer.data.ingest import ingest_file
-from retrainer.data.store import BatchStore
+from retrainer.data.store import BatchRecord, BatchStore, split_latest
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.errors import ConfigError
 
@@ -155,3 +155,64 @@ def test_choosing_among_candidates_no_better_than_the_champion_promotes_at_most_
         promoted += choice.scores[choice.chosen].promotes
     # At most 10 % by the corrected bound (plus sampling noise over 400 trials); uncorrected it is about 25 %.
     assert promoted / trials <= 0.13, promoted / trials
+
+
+# --------------------------------------------------------------------------- the champion's side
+
+
+def _split_of(holdout: list[str], share: float, row_split: bool = False) -> DataSplit:
+    records = [BatchRecord(b, b, ROWS, [], None, None, "x", "2026-01-01T00:00:00+00:00") for b in holdout]
+    return DataSplit([], records, row_split, ["tenure"], share)
+
+
+def _tags(training: str, holdout: str, share: float) -> dict[str, str]:
+    return {
+        "retrainer.training_batches": training,
+        "retrainer.holdout_batches": holdout,
+        "retrainer.holdout_share": str(share),
+    }
+
+
+def test_a_champion_that_trained_on_holdout_rows_is_named() -> None:
+    # Retrained on the same data: the champion trained on the earlier rows, this holdout is the latest.
+    assert holdout_batches_seen(_tags("a,b", "c", 0.5), _split_of(["c"], 0.5)) == []
+    assert holdout_batches_seen(_tags("a,b", "c", 0.5), _split_of(["d"], 0.5)) == []
+    # Trained on the whole batch; a larger share; the holdout batches cut together differently; a row split.
+    assert holdout_batches_seen(_tags("a,b,c", "d", 0.5), _split_of(["c"], 0.5)) == ["c"]
+    assert holdout_batches_seen(_tags("a,b", "c", 0.5), _split_of(["c"], 0.8)) == ["c"]
+    assert holdout_batches_seen(_tags("a", "b,c", 0.5), _split_of(["c", "d"], 0.5)) == ["c"]
+    assert holdout_batches_seen(_tags("a", "c", 0.5), _split_of(["a", "c"], 1.0, row_split=True)) == ["a", "c"]
+    # Whole holdout batches never trained it; a run without lineage tags says nothing.
+    assert holdout_batches_seen(_tags("a", "c", 1.0), _split_of(["c", "d"], 0.5)) == []
+    assert holdout_batches_seen({}, _split_of(["c"], 0.5)) == []
+
+
+def test_rows_of_one_time_fall_on_one_side_of_the_cut() -> None:
+    day = pl.Series("event_time", ["2026-01-02", "2026-01-01", "2026-01-02", None, "2026-01-03"]).str.to_date()
+    frame = pl.DataFrame({"event_time": day, "row": range(5)})
+
+    earlier, latest = split_latest(frame, 0.5, "event_time")
+    assert earlier["row"].to_list() == [3, 1] and latest["row"].to_list() == [0, 2, 4]
+    one_day = frame.with_columns(pl.lit(day[0]).alias("event_time"))
+    assert split_latest(one_day, 0.5, "event_time")[0].is_empty()
+    assert split_latest(frame, 0.4, None)[1]["row"].to_list() == [3, 4]
+
+
+def test_a_newest_window_too_small_to_train_is_left_out(tmp_path: Path) -> None:
+    config = churn_config(window={"batches": 2}, holdout={"newest_share": 0.99}, promotion={"min_holdout_rows": 1})
+    store = stored_days(tmp_path, config, 3)
+
+    frames = load_frames(store, plan_split(store.manifest(), config), config)
+
+    assert [w.name for w in frames.windows] == ["newest+2"]
+
+
+def test_a_row_split_records_every_batch_it_trained_on(tmp_path: Path) -> None:
+    config = churn_config(window={"batches": 2})
+    store = stored_days(tmp_path, config, 1)
+
+    split = plan_split(store.manifest(), config)
+    (window,) = load_frames(store, split, config).windows
+
+    assert window.pooled and window.name == "all batches (row split)"
+    assert split.lineage(window.older)["training_batches"] == [store.manifest().batches[0].batch_id]

@@ -7,6 +7,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -15,7 +16,7 @@ import pytest
 from retrainer.config import DriftConfig, DriftWindow, ModelConfig
 from retrainer.data.contract import Schema, schema_for
 from retrainer.data.store import BatchRecord, Manifest
-from retrainer.errors import DataError, NoDataError
+from retrainer.errors import DataError, NoDataError, RegistryError
 from retrainer.model.history import History, HistoryEntry
 from retrainer.model.registry import VersionInfo
 from retrainer.monitor.check import CheckResult, check_window, replaced_champions
@@ -492,18 +493,27 @@ def test_the_performance_baseline_is_the_best_figure_of_the_champion_and_those_i
     assert performance_baseline([], "rmse") is None
 
 
-def test_replaced_champions_follow_the_history_back_without_looping(tmp_path: Path) -> None:
+def test_earlier_champions_follow_promotions_and_pass_over_withdrawn_and_deleted_versions(tmp_path: Path) -> None:
     history = History(tmp_path / "history.jsonl")
-    for version, replaced in [("1", None), ("2", "1"), ("3", "2"), ("2", "3"), ("4", "2")]:
-        outcome = "RolledBack" if (version, replaced) == ("2", "3") else "Promoted"
+    changes = [("1", None, "Promoted"), ("2", "1", "Promoted"), ("3", "2", "Promoted"), ("2", "3", "RolledBack")]
+    for version, replaced, outcome in [*changes, ("4", "2", "Promoted"), ("5", "4", "Promoted")]:
         history.append(HistoryEntry("2026-01-01", "churn", "judged", outcome, version, replaced))
 
     class Versions:
+        deleted: ClassVar[set[str]] = {"1"}
+
         def version(self, model: str, version: str) -> VersionInfo:
+            if version in self.deleted:
+                raise RegistryError(f"{model} version {version}: RESOURCE_DOES_NOT_EXIST")
             return VersionInfo(model, version, None, {})
 
-    champion = VersionInfo("churn", "4", None, {})
-    found = replaced_champions(Versions(), history, champion, 5)  # type: ignore[arg-type]
-    # 4 replaced 2, which last became champion by rolling back over 3; 3 replaced 2 again: the chain stops.
-    assert [v.version for v in found] == ["2", "3"]
-    assert [v.version for v in replaced_champions(Versions(), history, champion, 1)] == ["2"]  # type: ignore[arg-type]
+    def earlier(version: str, count: int) -> list[str]:
+        found = replaced_champions(Versions(), history, VersionInfo("churn", version, None, {}), count)  # type: ignore[arg-type]
+        return [v.version for v in found]
+
+    # 5 replaced 4, 4 replaced 2, 2 was promoted over 1 (deleted); 3 was rolled back from, never a bar.
+    assert earlier("5", 5) == ["4", "2"]
+    assert earlier("5", 1) == ["4"]
+    assert earlier("2", 5) == []
+    Versions.deleted = set()
+    assert earlier("2", 5) == ["1"]

@@ -31,6 +31,7 @@ from retrainer.monitor.incidents import (
     retrain_failed,
     retrain_finished,
     retrain_started,
+    seconds_until_window_closes,
 )
 
 if TYPE_CHECKING:
@@ -363,8 +364,14 @@ def test_swept_alerts_go_to_the_next_retrain_once() -> None:
 
 
 def test_the_coalescing_window_closes_after_the_trigger_plus_the_margin() -> None:
+    window = COALESCE_SECONDS + ATTACH_MARGIN_SECONDS
     assert coalescing_closes(None) is None
-    assert coalescing_closes(T0) == T0 + timedelta(seconds=COALESCE_SECONDS + ATTACH_MARGIN_SECONDS)
+    assert coalescing_closes(T0) == T0 + timedelta(seconds=window)
+    assert seconds_until_window_closes(None, T0) == 0.0
+    assert seconds_until_window_closes(T0, T0 + timedelta(seconds=5)) == window - 5
+    assert seconds_until_window_closes(T0 - timedelta(hours=1), T0) == 0.0
+    # An event stamped by a clock two hours ahead never holds the slot longer than one window.
+    assert seconds_until_window_closes(T0 + timedelta(hours=2), T0) == window
 
 
 # --- closing -----------------------------------------------------------------------------------
