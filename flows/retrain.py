@@ -26,6 +26,7 @@ from tasks.retrain import (
     plan_training_data,
     publish_decision,
     reconcile_promotions,
+    refit_challenger,
     register_challenger,
     release_retrain,
     report_progress,
@@ -85,10 +86,11 @@ def retrain(
         report_progress(progress, 70)
         judgement = judge_challenger(config, challenger, frames, judged_against, chosen.choice)
         report_progress(progress, 90)
+        promotable = refit_challenger(model, config, split, frames, chosen, challenger, judgement, trigger)
         trigger = attached_alerts(model, trigger, whole_window=True)  # and the rest of its coalescing window
-        decision = conclude_decision(config, challenger, judged_against.version, judgement, trigger)
+        decision = conclude_decision(config, promotable.version, judged_against.version, judgement, trigger)
         note_retrain_finished(decision)
-        publish_decision(decision, split, chosen, challenger, trigger)
+        publish_decision(decision, split, chosen, promotable, trigger)
         report_progress(progress, 100)
     emit([decision_event(decision, trigger)])
     mark_announced(model, [decision.intent_key])

@@ -42,6 +42,7 @@ from retrainer.cycle.plan import (
     run_params,
 )
 from retrainer.cycle.record import decision_markdown
+from retrainer.cycle.refit import Promotable, refit_recipe, refit_wanted
 from retrainer.cycle.windows import ChosenChallenger, WindowChoice, choose_window, corrected_policy
 from retrainer.inbound.sender import transient_http_error
 from retrainer.judge.policy import Judgement
@@ -342,6 +343,44 @@ def judge_challenger(
     return replace(judgement, notes=[choice.note, *champion.notes, *judgement.notes])
 
 
+@registry_task("refit-challenger")
+def refit_challenger(
+    model: str,
+    config: ModelConfig,
+    split: DataSplit,
+    frames: Frames,
+    chosen: ChosenChallenger,
+    challenger: VersionInfo,
+    judgement: Judgement | None,
+    trigger: Trigger,
+) -> Promotable:
+    """The version a promotion moves ``@champion`` to: the judged challenger, or its checked refit.
+
+    Only a challenger the policy promotes is refit (``refit_wanted``); a refit that passes its check
+    is registered as a new version naming the judged one (see ``retrainer.cycle.refit``).
+    """
+    if not refit_wanted(config, judgement):
+        return Promotable(challenger)
+    refit = refit_recipe(config, frames, chosen, challenger.version)
+    print(refit.check.note)
+    if not refit.check.passed:
+        return Promotable(challenger, refit.check)
+    registry, older = workspace().registry, chosen.window.older
+    params = {**run_params(config, chosen.window, 0, refit.trained), "train_rows": refit.rows.height, "valid_rows": 0}
+    tags = {**lineage_tags(split, trigger, older, refit=True), "retrainer.refit_of": challenger.version}
+    run_id = registry.start_run(model, f"refit-v{challenger.version}", params, tags)
+    registry.log_dict(run_id, lineage_json(split, trigger, older, refit=True), "lineage.json")
+    version = registry.register(model, run_id, refit.trained, frames.holdout.head(5).to_pandas())
+    sample = reference_rows(refit.rows, config.drift)
+    store_reference(registry, run_id, reference_sample(sample, refit.trained.spec, refit.trained.predict(sample)))
+    if challenger.run_id:
+        registry.set_run_tags(
+            challenger.run_id, {"retrainer.refit_into": version.version, "retrainer.outcome": "Refit"}
+        )
+        registry.end_run(challenger.run_id)
+    return Promotable(version, refit.check)
+
+
 @registry_task("conclude-decision")
 def conclude_decision(
     config: ModelConfig,
@@ -362,12 +401,13 @@ def conclude_decision(
 
 @task(name="publish-decision", cache_policy=NO_CACHE)
 def publish_decision(
-    decision: Decision, split: DataSplit, chosen: ChosenChallenger, challenger: VersionInfo, trigger: Trigger
+    decision: Decision, split: DataSplit, chosen: ChosenChallenger, promotable: Promotable, trigger: Trigger
 ) -> str:
     """Markdown decision record in the Prefect UI; returns the artifact id."""
-    links = {"MLflow run": f"runs:/{challenger.run_id}", "model version": challenger.uri}
-    lineage = split.lineage(chosen.window.older)
-    markdown = decision_markdown(decision.message, decision.judgement, lineage, links, trigger, chosen.choice)
+    version, refit = promotable.version, promotable.refit
+    links = {"MLflow run": f"runs:/{version.run_id}", "model version": version.uri}
+    lineage = split.lineage(chosen.window.older, refit=refit is not None and refit.passed)
+    markdown = decision_markdown(decision.message, decision.judgement, lineage, links, trigger, chosen.choice, refit)
     artifact = create_markdown_artifact(
         markdown, key=artifact_key("decision", decision.model), description=decision.message
     )

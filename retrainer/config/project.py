@@ -120,6 +120,11 @@ class PromotionPolicy(_Strict):
         "null: always bootstrap",
     )
     mode: PromotionMode = "enforce"
+    refit: bool = Field(
+        True,
+        description="Before promoting, refit the judged recipe on its window plus the holdout (checked; see "
+        "retrainer.cycle.refit)",
+    )
 
     @field_validator("guardrails")
     @classmethod

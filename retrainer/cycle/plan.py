@@ -68,22 +68,27 @@ class DataSplit:
             return self.training
         return self.training[len(self.training) - older :] if older else []
 
-    def lineage(self, older: int | None = None) -> dict[str, Any]:
+    def lineage(self, older: int | None = None, refit: bool = False) -> dict[str, Any]:
         """Batch ids and content hashes of both sides, plus one digest per side.
 
         Args:
             older: How many older batches the chosen window trained on (default: all of ``training``).
+            refit: The lineage of the chosen recipe refit on its window plus the holdout: every
+                holdout batch counts as trained on, whole.
         """
         trained = self.trained_batches(older)
-        earlier_rows_train = not self.row_split and self.newest_share < 1
+        if refit:
+            trained = [*trained, *(b for b in self.holdout if b not in trained)]
+        earlier_rows_train = not self.row_split and not refit and self.newest_share < 1
         return {
             "training_batches": [b.batch_id for b in trained],
             "holdout_batches": [b.batch_id for b in self.holdout],
             "training_sha256": _digest(trained),
             "holdout_sha256": _digest(self.holdout),
             "holdout_is_row_split": self.row_split,
-            "holdout_share_of_holdout_batches": 1.0 if self.row_split else self.newest_share,
+            "holdout_share_of_holdout_batches": 1.0 if self.row_split or refit else self.newest_share,
             "holdout_batches_earlier_rows_train": earlier_rows_train,
+            "refit_on_holdout": refit,
         }
 
 
@@ -249,9 +254,9 @@ def run_params(config: ModelConfig, window: Window, holdout_rows: int, trained: 
     }
 
 
-def lineage_tags(split: DataSplit, trigger: Trigger, older: int | None = None) -> dict[str, str]:
-    """Run tags that tie a challenger (trained with ``older`` older batches) to its data and its trigger."""
-    lineage = split.lineage(older)
+def lineage_tags(split: DataSplit, trigger: Trigger, older: int | None = None, refit: bool = False) -> dict[str, str]:
+    """Run tags that tie a challenger (trained with ``older`` older batches, maybe refit) to its data and trigger."""
+    lineage = split.lineage(older, refit)
     return {
         "retrainer.training_batches": ",".join(lineage["training_batches"]),
         "retrainer.holdout_batches": ",".join(lineage["holdout_batches"]),
@@ -280,11 +285,13 @@ def holdout_batches_seen(run_tags: dict[str, str], split: DataSplit) -> list[str
     return [b for b in current if b in whole or (b in held and cut_differs)]
 
 
-def lineage_json(split: DataSplit, trigger: Trigger, older: int | None = None) -> dict[str, Any]:
-    """The lineage artifact stored on the run of a challenger trained with ``older`` older batches."""
-    trained = split.trained_batches(older)
+def lineage_json(split: DataSplit, trigger: Trigger, older: int | None = None, refit: bool = False) -> dict[str, Any]:
+    """The lineage artifact stored on the run of a challenger trained with ``older`` older batches (maybe refit)."""
+    lineage = split.lineage(older, refit)
+    known = {b.batch_id: b for b in [*split.training, *split.holdout]}
+    trained = [known[b] for b in lineage["training_batches"]]
     return {
-        **split.lineage(older),
+        **lineage,
         "trigger": trigger.as_dict(),
         "training": [asdict(b) for b in trained],
         "holdout": [asdict(b) for b in split.holdout],

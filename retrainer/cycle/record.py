@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from retrainer.cycle.plan import Trigger
+from retrainer.cycle.refit import RefitCheck
 from retrainer.cycle.windows import WindowChoice
 from retrainer.judge.policy import Judgement
 from retrainer.markdown import number, table
@@ -17,6 +18,7 @@ def decision_markdown(
     links: dict[str, str],
     trigger: Trigger | None = None,
     windows: WindowChoice | None = None,
+    refit: RefitCheck | None = None,
 ) -> str:
     """The decision record: outcome, trigger and drift evidence, every rule, metrics, slices, windows, lineage."""
     parts = [f"# Retrain decision\n\n**{decision_line}**"]
@@ -26,6 +28,8 @@ def decision_markdown(
         parts += [_rules(judgement), _metrics(judgement), _slices(judgement)]
     if windows is not None:
         parts.append(_windows(windows, lineage))
+    if refit is not None:
+        parts.append(f"## Refit\n\n{refit.note}.")
     if judgement is not None:
         parts += [f"- note: {note}" for note in judgement.notes]
     parts.append(_lineage(lineage))

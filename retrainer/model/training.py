@@ -93,6 +93,20 @@ def train(
     return TrainedModel(booster=booster, spec=spec, best_iteration=best, params=config)
 
 
+def refit(frame: pl.DataFrame, spec: FeatureSpec, params: LightGBMParams, rounds: int) -> TrainedModel:
+    """Fit a booster on ``frame`` for exactly ``rounds`` boosting rounds, without early stopping.
+
+    The recipe of a judged model (its parameters and best iteration) applied to more rows. Same
+    frame, parameters and rounds give the same model.
+    """
+    import lightgbm
+
+    config = lightgbm_params(spec, params)
+    booster = lightgbm.train(config, _dataset(lightgbm, frame, spec), num_boost_round=max(1, rounds))
+    booster.free_dataset()
+    return TrainedModel(booster=booster, spec=spec, best_iteration=max(1, rounds), params=config)
+
+
 def _dataset(lgb: Any, frame: pl.DataFrame, spec: FeatureSpec, reference: Any = None) -> Any:
     return lgb.Dataset(
         feature_matrix(frame, spec),

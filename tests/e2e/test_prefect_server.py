@@ -77,7 +77,7 @@ def test_drift_incident_is_announced_once_on_a_real_server(project: Project, pre
     assert checked.returncode == 0, checked.stderr
     summary = json.loads(checked.stdout.strip().splitlines()[-1])
     key = summary["incident"]
-    assert summary["action"] == "Incident" and key.startswith("churn:v1:check-")
+    assert summary["action"] == "Incident" and key.startswith("churn:v2:check-")
     again = _run(project, prefect_api, "monitor", "--model", "churn", "--batch", shifted, "--json")
     assert json.loads(again.stdout.strip().splitlines()[-1])["action"] == "Attached", again.stderr
 
@@ -92,12 +92,12 @@ def test_drift_incident_is_announced_once_on_a_real_server(project: Project, pre
     assert event["resource"]["prefect.resource.id"] == "retrainer.model.churn"
     assert {"prefect.resource.id": f"retrainer.incident.{key}", "prefect.resource.role": "incident"} in event["related"]
     payload = event["payload"]
-    assert payload["incident_key"] == key and payload["champion_version"] == "1"
+    assert payload["incident_key"] == key and payload["champion_version"] == "2"
     assert payload["batch_ids"] == [shifted] and payload["drift_share"] == summary["drift_share"]
     assert payload["top_columns"] and all(c["column"] in summary["columns"] for c in payload["top_columns"])
     report = Path(payload["report_uri"].removeprefix("file://")).read_text(encoding="utf-8")
     assert report.lstrip().startswith("<") and "<div id='retrainer-verdict'" in report
-    assert f"retrainer {payload['check_id']}: churn, champion v1, batches {shifted}" in report
+    assert f"retrainer {payload['check_id']}: churn, champion v2, batches {shifted}" in report
     assert "Dataset drift detected: " in report
 
     record = post(prefect_api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["drift-churn"]}}})

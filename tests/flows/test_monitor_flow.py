@@ -80,9 +80,9 @@ def test_shift_opens_one_incident_its_retrain_closes_it_and_rebaselines(project:
     assert opened.name == "Incident", opened.message
     summary = _summary(opened)
     key = summary["incident"]
-    assert key.startswith("churn:v1:check-")
+    assert key.startswith("churn:v2:check-")  # v1 judged, v2 its refit and the champion
     assert summary["drift_detected"] is True and summary["drift_share"] >= 0.3
-    assert summary["batch_ids"] == [shifted] and summary["champion_version"] == "1"
+    assert summary["batch_ids"] == [shifted] and summary["champion_version"] == "2"
     assert {"score", "method", "threshold", "drifted"} <= set(summary["columns"]["tenure"])
     assert summary["prediction"]["score"] is not None
     assert summary["performance"]["metric"] == "roc_auc"
@@ -102,11 +102,11 @@ def test_shift_opens_one_incident_its_retrain_closes_it_and_rebaselines(project:
     state = ws.incidents("churn").read()
     assert state.open is None and state.retrain_in_flight_since is None
     assert state.closed[-1].key == key and state.closed[-1].resolution == "Promoted"
-    assert ws.registry.version("churn", "2").tags.get("retrainer.outcome") == "Promoted"
+    assert ws.registry.version("churn", "4").tags.get("retrainer.outcome") == "Promoted"
 
     rebaselined = monitor(model="churn", return_state=True)
     after = _summary(rebaselined)
-    assert after["champion_version"] == "2"
+    assert after["champion_version"] == "4"
     assert rebaselined.name == "Stable", rebaselined.message
     assert after["drift_share"] < summary["drift_share"]
 
@@ -165,7 +165,7 @@ def test_cli_monitor_prints_one_json_object(project: Project, capsys: pytest.Cap
     assert cli_main(["monitor", "--model", "churn", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["drift_detected"] is True
-    assert printed["incident"].startswith("churn:v1:")
+    assert printed["incident"].startswith("churn:v2:")
     features = {"tenure", "monthly_charges", "plan", "region", "age", "support_calls", "autopay"}
     assert set(printed["columns"]) == features | {"f00", "f01", "f02", "f03"}
 
@@ -181,8 +181,9 @@ def test_a_champion_without_reference_gets_one_from_its_training_batches(project
     project.write_config(_config())
     _bootstrap(project)
     ws = project.workspace()
-    run_id = ws.registry.version("churn", "1").run_id
-    assert run_id is not None
+    champion = ws.registry.alias("churn", "champion")
+    assert champion is not None and champion.run_id is not None
+    run_id = champion.run_id
     stored = ws.registry.download(run_id, REFERENCE_ARTIFACT, project.root / "before")
     original = pl.read_parquet(stored)
     artifact_dir = ws.settings.artifact_root / "churn" / run_id / "artifacts" / "reference"
@@ -218,6 +219,7 @@ def test_an_incident_or_event_never_causes_two_retrains(project: Project) -> Non
     assert again.name == "Duplicate" and key in (again.message or "")
     replay = retrain(model="churn", reason="replayed", event_id="evt-1", return_state=True)
     assert replay.name == "Duplicate" and "evt-1" in (replay.message or "")
-    assert len(project.workspace().history("churn").entries()) == 2
-    version = project.workspace().registry.version("churn", "2")
+    decisions = project.workspace().history("churn").entries()
+    assert len(decisions) == 2
+    version = project.workspace().registry.version("churn", decisions[-1].version)
     assert json.loads(version.tags["retrainer.trigger"])["event_payload"]["incident_key"] == key

@@ -56,14 +56,18 @@ def test_bootstrap_then_better_challenger_promoted_then_worse_rejected(project: 
     assert third.name == "Rejected"
     assert "improvement:roc_auc" in third.message
 
+    # Each promotion registers the judged challenger and its refit (v1, v2; v3, v4); v5 was rejected.
     status = model_status(project.workspace(), "churn")
-    assert status["champion"]["version"] == "2"
+    assert status["champion"]["version"] == "4"
     assert [d["outcome"] for d in status["decisions"]] == ["Rejected", "Promoted", "Promoted"]
-    # After the shift the newest data alone wins: the champion trained on the holdout batch's earlier rows only.
-    manifest = project.workspace().store("churn").manifest()
+    # After the shift the newest data alone wins: v3 trained on the holdout batch's earlier rows only,
+    # and its refit v4 on all of that batch.
+    registry, manifest = project.workspace().registry, project.workspace().store("churn").manifest()
+    judged = registry.client.get_run(registry.version("churn", "3").run_id)
+    assert judged.data.params["training_window"] == "newest" and judged.data.tags["retrainer.refit_into"] == "4"
+    assert registry.client.get_run(registry.version("churn", "4").run_id).data.tags["retrainer.refit_of"] == "3"
     assert status["champion"]["holdout_batches"] == [manifest.batches[-1].batch_id]
-    run = project.workspace().registry.client.get_run(project.workspace().registry.version("churn", "2").run_id)
-    assert run.data.params["training_window"] == "newest" and status["champion"]["training_batches"] == []
+    assert status["champion"]["training_batches"] == [manifest.batches[-1].batch_id]
 
 
 def test_run_records_params_lineage_trigger_and_decision(project: Project) -> None:
@@ -82,9 +86,16 @@ def test_run_records_params_lineage_trigger_and_decision(project: Project) -> No
     assert run.data.tags["retrainer.training_batches"] == ",".join(b.batch_id for b in manifest.batches[:1])
     assert run.data.tags["retrainer.holdout_batches"] == manifest.batches[1].batch_id
     assert "holdout_roc_auc" in run.data.metrics
-    assert version.tags["retrainer.outcome"] == "Promoted"
-    assert json.loads(version.tags["retrainer.trigger"])["event_id"] == "evt-123"
+    assert run.data.tags["retrainer.refit_into"] == "2"
     assert ws.registry.alias("churn", "challenger").version == "1"
+    # The judged v1 is promoted as its refit v2, which carries the decision, the trigger and v1's figures.
+    refit = ws.registry.version("churn", "2")
+    assert refit.tags["retrainer.outcome"] == "Promoted" and ws.registry.alias("churn", "champion").version == "2"
+    assert json.loads(refit.tags["retrainer.trigger"])["event_id"] == "evt-123"
+    assert json.loads(refit.tags["retrainer.metrics"])["roc_auc"]["challenger"] == run.data.metrics["holdout_roc_auc"]
+    refit_run = ws.registry.client.get_run(refit.run_id)
+    assert refit_run.data.tags["retrainer.training_batches"] == ",".join(b.batch_id for b in manifest.batches)
+    assert int(refit_run.data.params["train_rows"]) == sum(b.rows for b in manifest.batches)
 
 
 def test_champion_loads_with_plain_mlflow_on_raw_columns(project: Project) -> None:
@@ -109,8 +120,8 @@ def test_dry_run_records_without_moving_champion(project: Project) -> None:
     assert state.name == "DryRun"
     assert "would promote" in state.message
     ws = project.workspace()
-    assert ws.registry.alias("churn", "champion").version == "1"
-    assert ws.registry.version("churn", "2").tags["retrainer.outcome"] == "DryRun"
+    assert ws.registry.alias("churn", "champion").version == "2"  # v1 judged, v2 its refit
+    assert ws.registry.version("churn", "3").tags["retrainer.outcome"] == "DryRun"  # a dry run is never refit
 
 
 def test_disabled_mode_skips_judgement(project: Project) -> None:
@@ -142,9 +153,9 @@ def test_rollback_restores_replaced_champion_and_records_it(project: Project) ->
     state = rollback(model="churn", reason="bad feedback", return_state=True)
     assert state.name == "RolledBack", state.message
     ws = project.workspace()
-    assert ws.registry.alias("churn", "champion").version == "1"
+    assert ws.registry.alias("churn", "champion").version == "2"
     last = ws.history("churn").entries()[-1]
-    assert (last.outcome, last.version, last.replaced, last.reasons) == ("RolledBack", "1", "2", ["bad feedback"])
+    assert (last.outcome, last.version, last.replaced, last.reasons) == ("RolledBack", "2", "4", ["bad feedback"])
 
 
 def test_rollback_to_unjudged_version_needs_force(project: Project) -> None:
@@ -152,11 +163,11 @@ def test_rollback_to_unjudged_version_needs_force(project: Project) -> None:
     assert _retrain("initial").name == "Promoted"
     project.write_config(_config_with(mode="disabled"))
     assert _retrain("unjudged").name == "Skipped"
-    refused = rollback(model="churn", reason="try", to_version="2", return_state=True)
+    refused = rollback(model="churn", reason="try", to_version="3", return_state=True)
     assert refused.is_failed() and "--force" in refused.message
-    forced = rollback(model="churn", reason="try", to_version="2", force=True, return_state=True)
+    forced = rollback(model="churn", reason="try", to_version="3", force=True, return_state=True)
     assert forced.name == "RolledBack"
-    assert project.workspace().registry.alias("churn", "champion").version == "2"
+    assert project.workspace().registry.alias("churn", "champion").version == "3"
 
 
 def test_cli_round_trip(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,7 +181,7 @@ def test_cli_round_trip(project: Project, capsys: pytest.CaptureFixture[str]) ->
     assert cli_main(["status", "--model", "churn", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["tracking_uri"].startswith("sqlite:///")
-    assert status["champion"]["version"] == "1" and status["champion"]["model_uri"] == "models:/churn@champion"
+    assert status["champion"]["version"] == "2" and status["champion"]["model_uri"] == "models:/churn@champion"
     assert status["decisions"][0]["outcome"] == "Promoted" and status["decisions"][0]["reasons"]
     assert cli_main(["retrain", "--model", "nope"]) == 1
 
