@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test test-ui lint typecheck docs check lock bench bench-smoke bench-drift clean
+.PHONY: install demo test test-ui lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions clean
 
 install: $(STAMP) $(SERVING_STAMP)
 
@@ -58,12 +58,21 @@ bench: install
 # The same scripts at a small size, so that they keep working (CI runs this); writes bench/out/smoke/.
 bench-smoke: install
 	$(BIN)/python bench/bench.py --sizes 20000 --runs 1 --skip-tests --out bench/out/smoke/RESULTS.md
+	$(BIN)/python bench/decisions.py --scenarios abrupt --paths scheduled --batches 8 --rows 1000 \
+		--out bench/out/smoke/DECISIONS.md
 
 # Monitor drift check vs Evidently's DataDriftPreset on the full frames, 6 shift scenarios (~25 min at 1M rows);
 # writes bench/out/drift/RESULTS.md.
 bench-drift: ROWS ?= 1000000
 bench-drift: install
 	$(BIN)/python bench/drift.py --rows $(ROWS)
+
+# Seeded labelled streams (6 scenarios) replayed through the product, scheduled and event-driven, against
+# never/newest/window baselines, each scored on the next batch (~40 min here); writes bench/DECISIONS.md
+# and bench/DECISIONS.json. DECISIONS_ARGS passes options, e.g. "--scenarios abrupt --batches 8 --rows 1500".
+DECISIONS_ARGS ?=
+bench-decisions: install
+	$(BIN)/python bench/decisions.py $(DECISIONS_ARGS)
 
 # Style, then the architecture: import-linter's contracts in pyproject.toml (layers, a Prefect-free
 # core, one owner per outside library).
