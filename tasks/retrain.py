@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import numpy as np
 import polars as pl
 from prefect import State, task
 from prefect.artifacts import create_markdown_artifact
@@ -44,6 +43,7 @@ from retrainer.cycle.plan import (
 from retrainer.cycle.record import decision_markdown
 from retrainer.cycle.refit import Promotable, refit_recipe, refit_wanted
 from retrainer.cycle.windows import ChosenChallenger, WindowChoice, choose_window, corrected_policy
+from retrainer.data.features import label_vector
 from retrainer.inbound.sender import transient_http_error
 from retrainer.judge.policy import Judgement
 from retrainer.model.history import Intent
@@ -262,7 +262,7 @@ def choose_challenger(
     config: ModelConfig, frames: Frames, candidates: list[TrainedModel], champion: ChampionScores
 ) -> ChosenChallenger:
     """Judge every candidate on the holdout against the champion and choose the challenger (see ``cycle.windows``)."""
-    y = holdout_scores(frames, np.zeros(frames.holdout.height), None, []).y
+    y = label_vector(frames.holdout, frames.spec)
     scored = [
         (window.name, window.rows, trained.predict(frames.holdout))
         for window, trained in zip(frames.windows, candidates, strict=True)
