@@ -88,7 +88,7 @@ def retrain(
         report_progress(progress, 90)
         promotable = refit_challenger(model, config, split, frames, chosen, challenger, judgement, trigger)
         trigger = attached_alerts(model, trigger, whole_window=True)  # and the rest of its coalescing window
-        decision = conclude_decision(config, promotable.version, judged_against.version, judgement, trigger)
+        decision = conclude_decision(config, promotable, judged_against.version, judgement, trigger)
         note_retrain_finished(decision)
         publish_decision(decision, split, chosen, promotable, trigger)
         report_progress(progress, 100)

@@ -23,6 +23,7 @@ from retrainer.cycle.decide import (
     announced,
     announcement_event,
     conclude,
+    earlier_candidates,
     evaluate,
     holdout_metric_values,
     holdout_scores,
@@ -261,15 +262,21 @@ def train_candidates(config: ModelConfig, frames: Frames) -> list[TrainedModel]:
 def choose_challenger(
     config: ModelConfig, frames: Frames, candidates: list[TrainedModel], champion: ChampionScores
 ) -> ChosenChallenger:
-    """Judge every candidate on the holdout against the champion and choose the challenger (see ``cycle.windows``)."""
+    """Judge every candidate on the holdout against the champion and choose the challenger (see ``cycle.windows``).
+
+    The candidates are the new windows and the earlier champions ``champion`` holds.
+    """
     y = label_vector(frames.holdout, frames.spec)
     scored = [
         (window.name, window.rows, trained.predict(frames.holdout))
         for window, trained in zip(frames.windows, candidates, strict=True)
     ]
-    choice = choose_window(config.task, config.primary_metric, y, scored, champion.predictions, config.promotion)
+    choice = choose_window(
+        config.task, config.primary_metric, y, scored, champion.predictions, config.promotion, champion.earlier
+    )
     print(choice.note)
-    return ChosenChallenger(frames.windows[choice.chosen], candidates[choice.chosen], choice)
+    earlier = next((e for e in champion.earlier if e.version.version == choice.reinstates), None)
+    return ChosenChallenger(frames.windows[choice.best_new], candidates[choice.best_new], choice, earlier)
 
 
 @registry_task("register-challenger")
@@ -281,8 +288,14 @@ def register_challenger(
     chosen: ChosenChallenger,
     trigger: Trigger,
 ) -> VersionInfo:
-    """Log the chosen candidate's MLflow run (params, lineage, trigger), register it and alias it ``challenger``."""
+    """Log the chosen candidate's MLflow run (params, lineage, trigger), register it and alias it ``challenger``.
+
+    An earlier champion chosen as it is is not registered again: it is aliased ``challenger``.
+    """
     registry = workspace().registry
+    if chosen.earlier is not None:
+        registry.set_alias(model, CHALLENGER, chosen.earlier.version.version)
+        return chosen.earlier.version
     older = chosen.window.older
     run_name = f"retrain-{trigger.reason[:40]}"
     params = run_params(config, chosen.window, frames.holdout.height, chosen.trained)
@@ -295,8 +308,11 @@ def register_challenger(
 
 @registry_task("attach-reference")
 def attach_reference(config: ModelConfig, chosen: ChosenChallenger, version: VersionInfo) -> None:
-    """Store the version's reference sample (its training rows and its predictions) on its MLflow run."""
-    if version.run_id is None:
+    """Store the version's reference sample (its training rows and its predictions) on its MLflow run.
+
+    An earlier champion brought back keeps the reference it was registered with.
+    """
+    if version.run_id is None or chosen.earlier is not None:
         return
     window = chosen.window
     rows = reference_rows(pl.concat([window.fit, window.valid], how="diagonal_relaxed"), config.drift)
@@ -314,14 +330,19 @@ def read_champion(model: str) -> VersionInfo | None:
 def score_champion(config: ModelConfig, split: DataSplit, frames: Frames, model: str) -> ChampionScores:
     """Read ``@champion`` and predict the holdout with it, as served (no predictions when not judging).
 
-    Also names the holdout batches the champion may have trained on (``holdout_batches_seen``).
+    Also names the holdout batches the champion may have trained on (``holdout_batches_seen``), and
+    predicts the holdout with the earlier champions that are candidates (``earlier_candidates``).
     """
-    registry = workspace().registry
+    ws = workspace()
+    registry = ws.registry
     champion = registry.alias(model, CHAMPION)
     if champion is None or config.promotion.mode == "disabled":
         return ChampionScores(champion, None)
     seen = holdout_batches_seen(registry.run_details(champion.run_id)[0], split) if champion.run_id else []
-    return ChampionScores(champion, predict_holdout(registry, model, champion.version, frames), seen)
+    predictions = predict_holdout(registry, model, champion.version, frames)
+    count = config.window.earlier_champions
+    earlier, passed_over = earlier_candidates(registry, ws.history(model), champion, split, frames, count)
+    return ChampionScores(champion, predictions, seen, earlier, passed_over)
 
 
 @task(name="judge-challenger", cache_policy=NO_CACHE)
@@ -356,9 +377,12 @@ def refit_challenger(
 ) -> Promotable:
     """The version a promotion moves ``@champion`` to: the judged challenger, or its checked refit.
 
-    Only a challenger the policy promotes is refit (``refit_wanted``); a refit that passes its check
-    is registered as a new version naming the judged one (see ``retrainer.cycle.refit``).
+    Only a new challenger the policy promotes is refit (``refit_wanted``); a refit that passes its
+    check is registered as a new version naming the judged one (see ``retrainer.cycle.refit``). An
+    earlier champion is promoted as it was judged.
     """
+    if chosen.earlier is not None:
+        return Promotable(challenger, reinstated=True)
     if not refit_wanted(config, judgement):
         return Promotable(challenger)
     refit = refit_recipe(config, frames, chosen, challenger.version)
@@ -384,16 +408,20 @@ def refit_challenger(
 @registry_task("conclude-decision")
 def conclude_decision(
     config: ModelConfig,
-    challenger: VersionInfo,
+    promotable: Promotable,
     champion: VersionInfo | None,
     judgement: Judgement | None,
     trigger: Trigger,
 ) -> Decision:
-    """Promote by compare-and-set if earned; record the decision on the version and in the history."""
-    ws = workspace()
+    """Promote by compare-and-set if earned; record the decision on the version and in the history.
+
+    The challenger's training run is ended with the outcome, unless it is an earlier champion's
+    (finished long ago, it keeps its own).
+    """
+    ws, challenger = workspace(), promotable.version
     history = ws.history(challenger.model)
     decision = conclude(ws.registry, history, challenger, champion, judgement, config.promotion.mode, trigger)
-    if challenger.run_id:
+    if challenger.run_id and not promotable.reinstated:
         ws.registry.set_run_tags(challenger.run_id, {"retrainer.outcome": decision.outcome.value})
         ws.registry.end_run(challenger.run_id)
     return decision
@@ -406,7 +434,10 @@ def publish_decision(
     """Markdown decision record in the Prefect UI; returns the artifact id."""
     version, refit = promotable.version, promotable.refit
     links = {"MLflow run": f"runs:/{version.run_id}", "model version": version.uri}
-    lineage = split.lineage(chosen.window.older, refit=refit is not None and refit.passed)
+    if chosen.earlier is not None:
+        lineage = split.earlier_lineage(version.version, chosen.earlier.run_tags)
+    else:
+        lineage = split.lineage(chosen.window.older, refit=refit is not None and refit.passed)
     markdown = decision_markdown(decision.message, decision.judgement, lineage, links, trigger, chosen.choice, refit)
     artifact = create_markdown_artifact(
         markdown, key=artifact_key("decision", decision.model), description=decision.message

@@ -60,11 +60,19 @@ class WindowConfig(_Strict):
     confidence is corrected for the choice (see ``retrainer.cycle.windows``). The default ``[0,
     batches]`` pits the newest data alone against the whole window: the first adapts within one
     batch of a change, the second wins on stable data.
+
+    The last ``earlier_champions`` champions before the current one are candidates too, judged as
+    they are on the same holdout (only those that never trained on its rows): when the data returns
+    to an earlier concept, the champion of that concept is brought back instead of a model of the
+    newest rows alone.
     """
 
     batches: int = Field(10, ge=1)
     candidates: list[int] | None = Field(
         None, description="Older batches each candidate trains on (default: 0 and batches); at most 4 candidates"
+    )
+    earlier_champions: int = Field(
+        2, ge=0, le=3, description="Champions before the current one judged again as candidates, as they are (0: none)"
     )
 
     @model_validator(mode="after")

@@ -11,12 +11,15 @@ import polars as pl
 
 from retrainer import events
 from retrainer.config import ModelConfig, PromotionMode, PromotionPolicy
-from retrainer.cycle.plan import Frames, Trigger
+from retrainer.cycle.plan import DataSplit, Frames, Trigger, holdout_batches_seen
+from retrainer.cycle.windows import EarlierChampion
 from retrainer.data.features import label_vector
 from retrainer.data.store import utc_now
+from retrainer.errors import RegistryError, TransientRegistryError
 from retrainer.judge.policy import HoldoutScores, Judgement, judge
 from retrainer.model.history import History, HistoryEntry, Intent, new_intent_key
 from retrainer.model.registry import CHAMPION, Registry, VersionInfo, decision_json
+from retrainer.monitor.check import replaced_champions
 
 
 class Outcome(StrEnum):
@@ -32,26 +35,70 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class ChampionScores:
-    """The champion a challenger is judged against, and its predictions on the holdout (as served)."""
+    """The champion a challenger is judged against, and its predictions on the holdout (as served).
+
+    Attributes:
+        version: The current champion (None without one).
+        predictions: Its holdout predictions (None when not judging).
+        saw_holdout_batches: Holdout batches some rows of which the champion trained on.
+        earlier: Earlier champions that never trained on this holdout, with their predictions:
+            candidates besides the new windows (see ``retrainer.cycle.windows``).
+        passed_over: Earlier champions left out, each with why (e.g. trained on holdout rows).
+    """
 
     version: VersionInfo | None
     predictions: np.ndarray | None
     saw_holdout_batches: list[str] = field(default_factory=list)
+    earlier: list[EarlierChampion] = field(default_factory=list)
+    passed_over: list[str] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
         """What the decision record must say about the champion's side of the comparison."""
+        notes = [f"not a candidate: {why}" for why in self.passed_over]
         if not self.saw_holdout_batches or self.version is None:
-            return []
+            return notes
         return [
             f"champion v{self.version.version} trained on some rows of {', '.join(self.saw_holdout_batches)}, which"
-            " this holdout holds: its figures there may be optimistic, which favours the champion"
+            " this holdout holds: its figures there may be optimistic, which favours the champion",
+            *notes,
         ]
 
 
 def predict_holdout(registry: Registry, model: str, version: str, frames: Frames) -> np.ndarray:
     """Predict the holdout rows with a registered version exactly as it is served."""
     return registry.predict(model, version, frames.holdout.select(frames.spec.features).to_pandas())
+
+
+def earlier_candidates(
+    registry: Registry, history: History, champion: VersionInfo, split: DataSplit, frames: Frames, count: int
+) -> tuple[list[EarlierChampion], list[str]]:
+    """Up to ``count`` champions before ``champion`` that can be judged on this holdout, with their predictions.
+
+    A candidate must never have trained on a row of the holdout (:func:`holdout_batches_seen`), so
+    that "judged on unseen rows" holds for it as for the new windows. Withdrawn (rolled back from)
+    and deleted versions are passed over (:func:`replaced_champions`), and so is a version that
+    refuses the holdout's columns (features since added or dropped).
+
+    Returns:
+        The candidates, newest first, and one line for each earlier champion left out and why.
+    """
+    found: list[EarlierChampion] = []
+    passed_over: list[str] = []
+    for earlier in replaced_champions(registry, history, champion, count):
+        tags = registry.run_details(earlier.run_id)[0] if earlier.run_id else {}
+        seen = holdout_batches_seen(tags, split)
+        if seen:
+            passed_over.append(f"earlier champion v{earlier.version} trained on rows of {', '.join(seen)}")
+            continue
+        try:
+            predictions = predict_holdout(registry, earlier.model, earlier.version, frames)
+            found.append(EarlierChampion(earlier, predictions, tags))
+        except TransientRegistryError:
+            raise
+        except RegistryError as exc:
+            passed_over.append(f"earlier champion v{earlier.version} cannot predict this holdout ({exc})")
+    return found, passed_over
 
 
 def holdout_scores(
@@ -110,7 +157,7 @@ def conclude(
     expected = champion.version if champion else None
     outcome, reasons = _outcome(judgement, mode)
     with registry.promotion_lock(version.model):
-        earlier = _resume(registry, history, version.version)
+        earlier = _resume(registry, history, version.version, trigger.flow_run_id)
         if earlier is not None:  # a retried task: the first attempt already decided
             reasons = list(earlier.entry.reasons)
             outcome = Outcome(earlier.entry.outcome)
@@ -131,9 +178,15 @@ def conclude(
     return replace(decision, intent_key=intent.key)
 
 
-def _resume(registry: Registry, history: History, version: str) -> Intent | None:
+def _resume(registry: Registry, history: History, version: str, flow_run_id: str | None) -> Intent | None:
+    """The intent an earlier attempt of this retrain wrote for ``version`` (the same flow run), if any.
+
+    An earlier champion brought back is a version an older retrain decided on: only an intent of
+    this run counts, so an older one still waiting to be announced is not taken for this decision.
+    """
     for intent in history.intents():
-        if intent.version == version and intent.entry.action == "judged":
+        same_run = intent.entry.trigger.get("flow_run_id") == flow_run_id
+        if intent.version == version and intent.entry.action == "judged" and same_run:
             if intent.state == "pending":
                 _repair(registry, history, intent)
             return next((i for i in history.intents() if i.key == intent.key), None)

@@ -91,6 +91,22 @@ class DataSplit:
             "refit_on_holdout": refit,
         }
 
+    def earlier_lineage(self, version: str, run_tags: dict[str, str]) -> dict[str, Any]:
+        """The lineage of an earlier champion brought back: what it trained on (its run's tags) and this holdout."""
+        share = run_tags.get("retrainer.holdout_share") or "1.0"
+        partly = [b for b in run_tags.get("retrainer.holdout_batches", "").split(",") if b and float(share) < 1]
+        return {
+            "reinstated_version": version,
+            "training_batches": [b for b in run_tags.get("retrainer.training_batches", "").split(",") if b],
+            "training_batches_earlier_rows": partly,
+            "training_sha256": run_tags.get("retrainer.training_sha256", ""),
+            "holdout_batches": [b.batch_id for b in self.holdout],
+            "holdout_sha256": _digest(self.holdout),
+            "holdout_is_row_split": self.row_split,
+            "holdout_share_of_holdout_batches": 1.0 if self.row_split else self.newest_share,
+            "refit_on_holdout": False,
+        }
+
 
 def _digest(batches: list[BatchRecord]) -> str:
     return hashlib.sha256("\n".join(b.sha256 for b in batches).encode()).hexdigest()

@@ -117,7 +117,7 @@ def _windows(choice: WindowChoice, lineage: dict[str, Any]) -> str:
     rows = [
         [
             f"**{s.name}**" if i == choice.chosen else s.name,
-            s.rows,
+            s.rows if s.rows is not None else "its own retrain's",
             number(s.value),
             number(s.improvement, signed=True),
             number(s.lower_bound, signed=True),
@@ -126,7 +126,7 @@ def _windows(choice: WindowChoice, lineage: dict[str, Any]) -> str:
         for i, s in enumerate(choice.scores)
     ]
     columns = ["window", "training rows", "primary", "improvement", "lower bound", "passes"]
-    title = f"Candidate training windows (bounds at {choice.confidence:.2%})"
+    title = f"Candidates: training windows and earlier champions (bounds at {choice.confidence:.2%})"
     return table(title, columns, rows) + "\n\n" + _unseen(lineage)
 
 
@@ -134,11 +134,14 @@ def _unseen(lineage: dict[str, Any]) -> str:
     """What "judged on unseen rows" means for this decision."""
     batches = ", ".join(lineage.get("holdout_batches", []))
     if lineage.get("holdout_is_row_split"):
-        return f"Judged on unseen rows: a seeded share of the rows of {batches}; no candidate trained on them."
+        return (
+            f"Judged on unseen rows: a seeded share of the rows of {batches}; no candidate (window or earlier"
+            " champion) trained on them."
+        )
     share = lineage.get("holdout_share_of_holdout_batches", 1.0)
     return (
-        f"Judged on unseen rows: the latest {share:.0%} of the rows of {batches} (by time); no candidate trained"
-        " on them."
+        f"Judged on unseen rows: the latest {share:.0%} of the rows of {batches} (by time); no candidate (window"
+        " or earlier champion) trained on them."
     )
 
 

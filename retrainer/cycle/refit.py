@@ -75,10 +75,15 @@ class Refit:
 
 @dataclass(frozen=True)
 class Promotable:
-    """The version a promotion moves ``@champion`` to (the judged challenger or its refit), and the refit's check."""
+    """The version a promotion moves ``@champion`` to (the judged challenger or its refit), and the refit's check.
+
+    ``reinstated`` marks an earlier champion brought back as it is: its own training run is finished
+    and keeps its tags.
+    """
 
     version: VersionInfo
     refit: RefitCheck | None = None
+    reinstated: bool = False
 
 
 def refit_wanted(config: ModelConfig, judgement: Judgement | None) -> bool:

@@ -248,3 +248,45 @@ def test_a_retrain_records_the_alerts_coalesced_into_it_in_the_incident_book(pro
     assert attached.flow_run_id == str(state.state_details.flow_run_id)
     (decided,) = project.workspace().history("churn").entries()[-1:]
     assert decided.trigger["answers"] == 3 and decided.trigger["answers_sample"] == keys
+
+
+def test_when_the_data_returns_its_earlier_champion_is_brought_back_as_it_is(project: Project) -> None:
+    _ingest_days(project, range(3))
+    assert _retrain("initial").name == "Promoted"  # v1 judged, refit v2
+    _ingest_days(project, range(3, 5), shift=1.0)
+    assert _retrain("shift").name == "Promoted"  # v3 judged, refit v4
+    _ingest_days(project, range(5, 7))  # the first population again
+
+    back = _retrain("return")
+
+    ws = project.workspace()
+    assert back.name == "Promoted", back.message
+    assert ws.registry.alias("churn", "champion").version == "2"  # no new version: v2 as it was
+    assert ws.registry.alias("churn", "challenger").version == "2"
+    assert len(ws.registry.client.search_model_versions("name='churn'")) == 4
+    last = ws.history("churn").entries()[-1]
+    assert (last.outcome, last.version, last.replaced) == ("Promoted", "2", "4")
+    # v2's training run keeps its own record; the version's tags carry this decision.
+    run = ws.registry.client.get_run(ws.registry.version("churn", "2").run_id)
+    assert run.data.tags["retrainer.outcome"] == "Promoted" and run.data.tags["retrainer.refit_of"] == "1"
+    tags = ws.registry.version("churn", "2").tags
+    assert json.loads(tags["retrainer.trigger"])["reason"] == "return"
+    record = _decision_record(str(back.state_details.flow_run_id))
+    assert "**earlier champion v2**" in record and "reinstated_version" in record
+    assert "## Refit" not in record
+    # A rollback undoes the return like any promotion.
+    assert rollback(model="churn", reason="undo", return_state=True).name == "RolledBack"
+    assert ws.registry.alias("churn", "champion").version == "4"
+
+
+def _decision_record(flow_run_id: str) -> str:
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]))
+        )
+    return "\n".join(str(a.data) for a in found if a.type == "markdown")

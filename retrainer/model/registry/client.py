@@ -277,12 +277,17 @@ class Registry:
         of an ``Any``-typed column in Python (about 12 s for 1M rows x 20 features here) and hands
         the values on unchanged; the stored model checks them itself. Other versions go through
         MLflow's ``predict``.
+
+        Raises:
+            RegistryError: the version cannot be loaded, or refuses ``frame`` (e.g. a feature it
+                needs is missing), naming the version and the model's reason.
         """
         loaded = self.load(model, version)
-        if _METADATA_KEY in (loaded.metadata.metadata or {}):
-            output = loaded.unwrap_python_model().predict(None, frame)
-        else:
-            output = loaded.predict(frame)
+        with self._errors(f"predicting with {model} version {version}"):
+            if _METADATA_KEY in (loaded.metadata.metadata or {}):
+                output = loaded.unwrap_python_model().predict(None, frame)
+            else:
+                output = loaded.predict(frame)
         return np.asarray(output, dtype=np.float64)
 
     @contextmanager

@@ -27,8 +27,8 @@ from retrainer.data.contract import schema_for
 from retrainer.data.features import FeatureSpec
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.errors import RollbackError
-from retrainer.judge.policy import HoldoutScores, judge
-from retrainer.model.registry import CHAMPION
+from retrainer.judge.policy import HoldoutScores, Judgement, judge
+from retrainer.model.registry import CHAMPION, VersionInfo
 from retrainer.model.training import train
 from tests.conftest import Project
 
@@ -88,6 +88,13 @@ KILL_POINTS = ["intent-pending", "alias-moved", "tags-partial", "tags-written", 
 
 def _two_versions(project: Project, tmp_path: Path) -> Path:
     """v1 promoted as champion, v2 registered and judged better; returns the pickled child inputs."""
+    inputs = tmp_path / "inputs.pickle"
+    inputs.write_bytes(pickle.dumps(_promoted_pair(project)))
+    return inputs
+
+
+def _promoted_pair(project: Project) -> tuple[VersionInfo, VersionInfo, Judgement]:
+    """v1 promoted as champion (and announced), v2 registered; returns v2, v1 and a promoting judgement."""
     config = parse_project(demo_config(), "test").model("churn")
     frame = make_batch(3000, seed=21)
     spec = FeatureSpec.build(config, schema_for(config, frame.columns, None))
@@ -104,9 +111,7 @@ def _two_versions(project: Project, tmp_path: Path) -> Path:
     first = conclude(ws.registry, ws.history("churn"), versions[0], None, judgement, "enforce", Trigger("first"))
     assert first.outcome is Outcome.PROMOTED
     announced(ws.history("churn"), first.intent_key)  # as the flow does once the event is emitted
-    inputs = tmp_path / "inputs.pickle"
-    inputs.write_bytes(pickle.dumps((versions[1], versions[0], judgement)))
-    return inputs
+    return versions[1], versions[0], judgement
 
 
 def _kill_at(point: str, inputs: Path, tmp_path: Path) -> None:
@@ -171,3 +176,24 @@ def test_promotion_killed_at_any_step_is_repaired_by_the_next_command(
     assert registry.alias("churn", CHAMPION).version == "1"  # type: ignore[union-attr]
     assert [announcement_event(i).name for i in done.unannounced] == [events.MODEL_PROMOTED, events.MODEL_ROLLED_BACK]
     assert history.entries()[-1].outcome == "RolledBack"
+
+
+def test_an_earlier_champion_brought_back_is_promoted_while_its_old_decision_waits_to_be_announced(
+    project: Project,
+) -> None:
+    second, first, judgement = _promoted_pair(project)
+    ws = project.workspace()
+    history = ws.history("churn")
+    # v2 replaces v1; its event has not left yet (its intent waits), then v1 comes back over v2.
+    conclude(ws.registry, history, second, first, judgement, "enforce", Trigger("v2", flow_run_id="run-a"))
+    conclude(ws.registry, history, first, second, judgement, "enforce", Trigger("v1", flow_run_id="run-b"))
+    later = Trigger("v2 again", flow_run_id="run-c")
+
+    back = conclude(ws.registry, history, second, first, judgement, "enforce", later)
+
+    assert back.outcome is Outcome.PROMOTED
+    assert ws.registry.alias("churn", CHAMPION).version == "2"  # type: ignore[union-attr]
+    assert [(e.version, e.replaced) for e in history.entries()] == [("1", None), ("2", "1"), ("1", "2"), ("2", "1")]
+    # A retried attempt of the same run resumes its own decision instead of deciding twice.
+    again = conclude(ws.registry, history, second, first, judgement, "enforce", later)
+    assert again.intent_key == back.intent_key and len(history.entries()) == 4

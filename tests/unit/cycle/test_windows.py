@@ -11,11 +11,12 @@ import pytest
 
 from retrainer.config import ModelConfig, PromotionPolicy, parse_project
 from retrainer.cycle.plan import DataSplit, holdout_batches_seen, load_frames, plan_split
-from retrainer.cycle.windows import choose_window, corrected_policy
+from retrainer.cycle.windows import EarlierChampion, choose_window, corrected_policy
 from retrainer.data.ingest import ingest_file
 from retrainer.data.store import BatchRecord, BatchStore, split_latest
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.errors import ConfigError
+from retrainer.model.registry import VersionInfo
 
 ROWS = 400
 
@@ -155,6 +156,47 @@ def test_choosing_among_candidates_no_better_than_the_champion_promotes_at_most_
         promoted += choice.scores[choice.chosen].promotes
     # At most 10 % by the corrected bound (plus sampling noise over 400 trials); uncorrected it is about 25 %.
     assert promoted / trials <= 0.13, promoted / trials
+
+
+def _earlier(version: str, predictions: np.ndarray) -> EarlierChampion:
+    return EarlierChampion(VersionInfo("churn", version, None, {}), predictions, {})
+
+
+def test_an_earlier_champion_surely_better_is_chosen_and_counted_in_the_correction() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 2000)
+    champion = _predictions(y, 0.60, rng)
+    windows = [("newest+3", 9000, _predictions(y, 0.62, rng)), ("newest", 1500, _predictions(y, 0.70, rng))]
+    earlier = [_earlier("4", _predictions(y, 0.61, rng)), _earlier("2", _predictions(y, 0.90, rng))]
+    policy = PromotionPolicy(metric="accuracy", confidence=0.9)
+
+    choice = choose_window("binary", "accuracy", y, windows, champion, policy, earlier)
+
+    assert [s.name for s in choice.scores] == ["newest+3", "newest", "earlier champion v4", "earlier champion v2"]
+    assert choice.chosen == 3 and choice.reinstates == "2" and choice.scores[3].rows is None
+    assert choice.best_new == 1  # the newly trained window ranked first, for the record
+    assert choice.confidence == pytest.approx(1 - 0.1 / 4)
+    assert "earlier champion v2, judged as it is" in choice.note and "among 4 candidates" in choice.note
+
+
+def test_a_new_window_wins_a_tie_with_an_earlier_champion_and_reinstates_nothing() -> None:
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 2, 2000)
+    same = _predictions(y, 0.9, rng)
+    policy = PromotionPolicy(metric="accuracy")
+
+    choice = choose_window(
+        "binary", "accuracy", y, [("newest", 1500, same)], _predictions(y, 0.6, rng), policy, [_earlier("2", same)]
+    )
+
+    assert choice.chosen == 0 and choice.reinstates is None and choice.scores[0].promotes
+
+
+def test_earlier_champions_are_at_most_three_and_zero_turns_them_off() -> None:
+    assert churn_config().window.earlier_champions == 2
+    assert churn_config(window={"batches": 3, "earlier_champions": 0}).window.earlier_champions == 0
+    with pytest.raises(ConfigError, match="earlier_champions"):
+        churn_config(window={"batches": 3, "earlier_champions": 4})
 
 
 # --------------------------------------------------------------------------- the champion's side
