@@ -359,7 +359,7 @@ def judge_challenger(
     predictions = predict_holdout(registry, challenger.model, challenger.version, frames)
     scores = holdout_scores(frames, predictions, champion.predictions, config.slices)
     judgement = evaluate(config, scores, corrected_policy(config.promotion, len(choice.scores)))
-    if challenger.run_id:
+    if challenger.run_id and choice.reinstates is None:  # an earlier champion's run keeps its own figures
         registry.log_metrics(challenger.run_id, holdout_metric_values(judgement))
     return replace(judgement, notes=[choice.note, *champion.notes, *judgement.notes])
 
@@ -420,8 +420,9 @@ def conclude_decision(
     """
     ws, challenger = workspace(), promotable.version
     history = ws.history(challenger.model)
-    decision = conclude(ws.registry, history, challenger, champion, judgement, config.promotion.mode, trigger)
-    if challenger.run_id and not promotable.reinstated:
+    mode, reinstated = config.promotion.mode, promotable.reinstated
+    decision = conclude(ws.registry, history, challenger, champion, judgement, mode, trigger, reinstated)
+    if challenger.run_id and not reinstated:
         ws.registry.set_run_tags(challenger.run_id, {"retrainer.outcome": decision.outcome.value})
         ws.registry.end_run(challenger.run_id)
     return decision

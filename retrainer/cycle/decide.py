@@ -15,7 +15,7 @@ from retrainer.cycle.plan import DataSplit, Frames, Trigger, holdout_batches_see
 from retrainer.cycle.windows import EarlierChampion
 from retrainer.data.features import label_vector
 from retrainer.data.store import utc_now
-from retrainer.errors import RegistryError, TransientRegistryError
+from retrainer.errors import TransientRegistryError
 from retrainer.judge.policy import HoldoutScores, Judgement, judge
 from retrainer.model.history import History, HistoryEntry, Intent, new_intent_key
 from retrainer.model.registry import CHAMPION, Registry, VersionInfo, decision_json
@@ -76,9 +76,12 @@ def earlier_candidates(
     """Up to ``count`` champions before ``champion`` that can be judged on this holdout, with their predictions.
 
     A candidate must never have trained on a row of the holdout (:func:`holdout_batches_seen`), so
-    that "judged on unseen rows" holds for it as for the new windows. Withdrawn (rolled back from)
-    and deleted versions are passed over (:func:`replaced_champions`), and so is a version that
-    refuses the holdout's columns (features since added or dropped).
+    that "judged on unseen rows" holds for it as for the new windows: a version whose run has no
+    lineage tags (registered outside retrainer, or without a run) cannot show that and is passed
+    over. So is a version with other features than this retrain's (its reference would not match
+    the monitored columns), one that cannot be loaded or refuses the holdout, and, by
+    :func:`replaced_champions`, a withdrawn (rolled back from) or deleted one. Only an unreachable
+    registry is raised: one broken old version must not stop every retrain.
 
     Returns:
         The candidates, newest first, and one line for each earlier champion left out and why.
@@ -86,19 +89,34 @@ def earlier_candidates(
     found: list[EarlierChampion] = []
     passed_over: list[str] = []
     for earlier in replaced_champions(registry, history, champion, count):
-        tags = registry.run_details(earlier.run_id)[0] if earlier.run_id else {}
-        seen = holdout_batches_seen(tags, split)
-        if seen:
-            passed_over.append(f"earlier champion v{earlier.version} trained on rows of {', '.join(seen)}")
-            continue
         try:
-            predictions = predict_holdout(registry, earlier.model, earlier.version, frames)
-            found.append(EarlierChampion(earlier, predictions, tags))
+            candidate = _judgeable(registry, earlier, split, frames)
         except TransientRegistryError:
             raise
-        except RegistryError as exc:
-            passed_over.append(f"earlier champion v{earlier.version} cannot predict this holdout ({exc})")
+        except Exception as exc:  # noqa: BLE001 - whatever broke one old version, it is only left out
+            candidate = f"cannot be judged on this holdout ({type(exc).__name__}: {str(exc)[:200]})"
+        if isinstance(candidate, str):
+            passed_over.append(f"earlier champion v{earlier.version} {candidate}")
+        else:
+            found.append(candidate)
     return found, passed_over
+
+
+_LINEAGE_TAGS = ("retrainer.training_batches", "retrainer.holdout_batches")
+
+
+def _judgeable(registry: Registry, earlier: VersionInfo, split: DataSplit, frames: Frames) -> EarlierChampion | str:
+    """The earlier champion as a candidate, or why it is not one."""
+    tags = registry.run_details(earlier.run_id)[0] if earlier.run_id else {}
+    if not all(key in tags for key in _LINEAGE_TAGS):
+        return "has no lineage of its training rows (not trained by retrainer)"
+    seen = holdout_batches_seen(tags, split)
+    if seen:
+        return f"trained on rows of {', '.join(seen)}"
+    features = registry.feature_names(earlier.model, earlier.version)
+    if features is None or set(features) != set(frames.spec.features):
+        return "has other features than this retrain"
+    return EarlierChampion(earlier, predict_holdout(registry, earlier.model, earlier.version, frames), tags)
 
 
 def holdout_scores(
@@ -145,8 +163,13 @@ def conclude(
     judgement: Judgement | None,
     mode: PromotionMode,
     trigger: Trigger,
+    reinstated: bool = False,
 ) -> Decision:
     """Turn a judgement into an outcome, move ``@champion`` if earned, and record everything.
+
+    ``reinstated`` marks an earlier champion judged again as it is: the reasons say it is brought
+    back, and its version tags change only when it is promoted (a dry run or a lost race leaves
+    its recorded decision as it was).
 
     The champion moves only by compare-and-set against the version judged against; if it moved
     meanwhile, the outcome is ``Superseded``. Under the model's promotion lock an intent is written
@@ -156,6 +179,8 @@ def conclude(
     """
     expected = champion.version if champion else None
     outcome, reasons = _outcome(judgement, mode)
+    if reinstated:
+        reasons = [f"brings back earlier champion v{version.version}, judged as it is", *reasons]
     with registry.promotion_lock(version.model):
         earlier = _resume(registry, history, version.version, trigger.flow_run_id)
         if earlier is not None:  # a retried task: the first attempt already decided
@@ -171,6 +196,8 @@ def conclude(
             ]
         decision = Decision(version.model, version.version, outcome, expected, reasons, judgement)
         intent = _decision_intent(decision, trigger)
+        if reinstated and outcome is not Outcome.PROMOTED:
+            intent = replace(intent, tags={})
         history.write_intent(intent)
         if intent.alias_to is not None:
             registry.set_alias(version.model, CHAMPION, intent.alias_to)

@@ -10,7 +10,9 @@ more often than the policy's confidence allows, so every bound is computed at th
 Bonferroni-corrected confidence ``1 - (1 - c) / m``: the chance that the chosen candidate's bound overstates
 its improvement stays at most ``1 - c``. The chosen candidate is the one whose judgement promotes
 with the highest lower bound on the primary metric (without a champion: the best primary metric);
-ties go to the wider window, and a newly trained candidate wins a tie with an earlier champion. The
+ties go to the wider window, and a newly trained candidate wins a tie with an earlier champion. An
+earlier champion is chosen only when its judgement promotes: it cannot be the challenger of a
+rejection, which would leave this retrain's new model unregistered. The
 final judgement of the registered challenger, scored as served, uses the same corrected confidence.
 """
 
@@ -160,8 +162,9 @@ def choose_window(
         for name, rows, predictions, version in entries
     ]
     ranks = [_rank(score, primary) for score in scores]
-    chosen = max(range(len(scores)), key=lambda i: (ranks[i], -i))
     best_new = max(range(len(candidates)), key=lambda i: (ranks[i], -i))
+    promoting = [i for i in range(len(candidates), len(scores)) if scores[i].promotes]
+    chosen = max([best_new, *promoting], key=lambda i: (ranks[i], -i))
     return WindowChoice(chosen, scores, corrected.confidence, policy.confidence, best_new)
 
 

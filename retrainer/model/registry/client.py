@@ -280,15 +280,27 @@ class Registry:
 
         Raises:
             RegistryError: the version cannot be loaded, or refuses ``frame`` (e.g. a feature it
-                needs is missing), naming the version and the model's reason.
+                needs is missing), naming the version and the model's reason. A refusal is final:
+                predicting is not a store call, so it is never a transient error.
         """
+        from mlflow.exceptions import MlflowException
+
         loaded = self.load(model, version)
-        with self._errors(f"predicting with {model} version {version}"):
+        try:
             if _METADATA_KEY in (loaded.metadata.metadata or {}):
                 output = loaded.unwrap_python_model().predict(None, frame)
             else:
                 output = loaded.predict(frame)
+        except MlflowException as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RegistryError(f"predicting with {model} version {version}: {first_line}") from exc
         return np.asarray(output, dtype=np.float64)
+
+    def feature_names(self, model: str, version: str) -> list[str] | None:
+        """The features a version registered by retrainer reads (None for other versions)."""
+        metadata = self.load(model, version).metadata.metadata or {}
+        kinds = metadata.get(_METADATA_KEY, {}).get("features")
+        return list(kinds) if isinstance(kinds, dict) else None
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:

@@ -192,6 +192,22 @@ def test_a_new_window_wins_a_tie_with_an_earlier_champion_and_reinstates_nothing
     assert choice.chosen == 0 and choice.reinstates is None and choice.scores[0].promotes
 
 
+def test_an_earlier_champion_that_would_not_promote_is_never_the_challenger() -> None:
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 2, 2000)
+    champion = _predictions(y, 0.80, rng)
+    policy = PromotionPolicy(metric="accuracy")
+    # Neither promotes; the earlier champion's bound is the better one, the new window is still chosen.
+    windows = [("newest", 1500, _predictions(y, 0.60, rng))]
+    earlier = [_earlier("2", _predictions(y, 0.78, rng))]
+
+    choice = choose_window("binary", "accuracy", y, windows, champion, policy, earlier)
+
+    assert not any(s.promotes for s in choice.scores)
+    assert choice.scores[1].lower_bound > choice.scores[0].lower_bound  # type: ignore[operator]
+    assert choice.chosen == 0 and choice.reinstates is None
+
+
 def test_earlier_champions_are_at_most_three_and_zero_turns_them_off() -> None:
     assert churn_config().window.earlier_champions == 2
     assert churn_config(window={"batches": 3, "earlier_champions": 0}).window.earlier_champions == 0
