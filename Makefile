@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test test-ui lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions clean
+.PHONY: install demo test test-ui lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions bench-traffic clean
 
 install: $(STAMP) $(SERVING_STAMP)
 
@@ -60,6 +60,7 @@ bench-smoke: install
 	$(BIN)/python bench/bench.py --sizes 20000 --runs 1 --skip-tests --out bench/out/smoke/RESULTS.md
 	$(BIN)/python bench/decisions.py --scenarios abrupt --paths scheduled --batches 8 --rows 1000 \
 		--out bench/out/smoke/DECISIONS.md
+	$(BIN)/python bench/traffic.py --rows 20000 --inference-rows 60000 --labels 20000 --out bench/out/smoke/TRAFFIC.md
 
 # Monitor drift check vs Evidently's DataDriftPreset on the full frames, 6 shift scenarios (~25 min at 1M rows);
 # writes bench/out/drift/RESULTS.md.
@@ -73,6 +74,12 @@ bench-drift: install
 DECISIONS_ARGS ?=
 bench-decisions: install
 	$(BIN)/python bench/decisions.py $(DECISIONS_ARGS)
+
+# Unlabelled traffic at scale: a 1M-row inference batch observed and checked for drift, then 1M late
+# labels joined to 10M stored inference rows, each step in a fresh process (~10 min here);
+# writes bench/RESULTS-traffic.md.
+bench-traffic: install
+	$(BIN)/python bench/traffic.py
 
 # Style, then the architecture: import-linter's contracts in pyproject.toml (layers, a Prefect-free
 # core, one owner per outside library).

@@ -7,9 +7,13 @@ Every trigger is one automation for all models: it matches ``retrainer.model.*``
 (``events.model_resources_match()``) and runs once per event (``for_each`` the resource), taking the
 model from the event's resource name.
 
-* ``retrainer.data.arrived`` from a new-data notice (the webhook) runs the ingest on the notice's
-  files; from the ingest flow it runs the monitor, or the retrain directly for models whose
-  automation config says ``retrain_on_new_data`` (the event's ``retrainer.on_new_data`` label says which);
+* ``retrainer.data.arrived`` from a new-data notice (the webhook) runs the ingest, the observe or
+  the label flow on the notice's files (by the notice's ``kind``); from the ingest flow it runs the
+  monitor, or the retrain directly for models whose automation config says ``retrain_on_new_data``
+  (the event's ``retrainer.on_new_data`` label says which);
+* ``retrainer.data.observed`` (an inference batch stored) runs the monitor on that batch of traffic;
+* ``retrainer.labels.joined`` runs the monitor on the joined batch, or the retrain when a retrain
+  waits for labels to answer an incident (the event's label says which);
 * ``retrainer.drift.detected`` and ``retrainer.performance.degraded`` run the retrain with the
   incident key and the event id, which the retrain uses to refuse duplicates;
 * each model's monitor runs on its own schedule (``automation.monitor_cron`` or
@@ -52,17 +56,16 @@ def trigger_specs() -> dict[str, list[dict[str, Any]]]:
         "event_name": "{{ event.event }}",
         "event_payload": "{{ event.payload }}",
     }
+    landed = {"model": MODEL_FROM_EVENT, "files": "{{ event.payload.files }}"}
+    one_batch = {"model": MODEL_FROM_EVENT, "batch_id": "{{ event.payload.batch_id }}"}
     return {
-        "ingest": [
-            _spec(
-                "ingest-on-data-notice",
-                events.DATA_ARRIVED,
-                {"model": MODEL_FROM_EVENT, "files": "{{ event.payload.files }}"},
-                events.INGEST,
-            ),
-        ],
+        "ingest": [_spec("ingest-on-data-notice", events.DATA_ARRIVED, landed, events.INGEST)],
+        "observe": [_spec("observe-on-data-notice", events.DATA_ARRIVED, landed, events.OBSERVE)],
+        "label": [_spec("label-on-data-notice", events.DATA_ARRIVED, landed, events.LABEL)],
         "monitor": [
             _spec("monitor-on-new-data", events.DATA_ARRIVED, {"model": MODEL_FROM_EVENT}, events.MONITOR),
+            _spec("monitor-on-traffic", events.DATA_OBSERVED, {**one_batch, "kind": "inference"}, events.MONITOR),
+            _spec("monitor-on-joined-labels", events.LABELS_JOINED, one_batch, events.MONITOR),
         ],
         "retrain": [
             _spec("retrain-on-drift", events.DRIFT_DETECTED, incident, within=RETRAIN_COALESCE_SECONDS),
@@ -81,6 +84,16 @@ def trigger_specs() -> dict[str, list[dict[str, Any]]]:
                     "event_id": "{{ event.id|string }}",
                     "event_name": "{{ event.event }}",
                     "event_payload": "{{ event.payload }}",
+                },
+                events.RETRAIN,
+                within=RETRAIN_COALESCE_SECONDS,
+            ),
+            _spec(
+                "retrain-on-joined-labels",
+                events.LABELS_JOINED,
+                {
+                    **incident,
+                    "reason": "labels joined for {{ event.payload.incident_key }}",
                 },
                 events.RETRAIN,
                 within=RETRAIN_COALESCE_SECONDS,
@@ -176,13 +189,17 @@ def deployments(project: ProjectConfig) -> list[Any]:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
 
     from flows.ingest import ingest
+    from flows.label import label
     from flows.monitor import monitor
+    from flows.observe import observe
     from flows.retrain import retrain
     from flows.rollback import rollback
 
     limit = ConcurrencyLimitConfig(**retrain_concurrency(project))
     return [
         ingest.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("ingest")),
+        observe.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("observe")),
+        label.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("label")),
         monitor.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("monitor"), schedules=schedules(project)),
         retrain.to_deployment(name=DEPLOYMENT, tags=TAGS, triggers=triggers("retrain"), concurrency_limit=limit),
         rollback.to_deployment(name=DEPLOYMENT, tags=TAGS),

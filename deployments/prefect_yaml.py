@@ -22,6 +22,8 @@ HEADER = """\
 """
 FLOWS = {
     "ingest": "Check labelled files against the model's contract; store or quarantine each.",
+    "observe": "Store unlabelled inference files as the model's traffic; join labels waiting for them.",
+    "label": "Keep late label files whole and join them to the inference traffic by id.",
     "monitor": "Check the newest batches for drift against the champion's reference; open incidents.",
     "retrain": "Train a challenger and promote it only if it beats the champion on the same holdout.",
     "rollback": "Move @champion back to an earlier version and record why.",

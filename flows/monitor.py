@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect import State, flow
 from prefect.states import Completed
 
@@ -19,9 +21,11 @@ from tasks.monitor import (
 )
 from tasks.retrain import read_champion
 
+WindowKind = Literal["labelled", "inference"]
+
 
 @flow(name="monitor", log_prints=True)
-def monitor(model: str, batch_id: str | None = None) -> State:
+def monitor(model: str, batch_id: str | None = None, kind: WindowKind = "labelled") -> State:
     """Check ``model``'s newest data for drift against its champion and open an incident when sustained.
 
     Ends ``Completed`` named Stable, Watching, Cooldown, Attached or Incident (see
@@ -30,12 +34,14 @@ def monitor(model: str, batch_id: str | None = None) -> State:
     Args:
         model: Model name from the config file.
         batch_id: Check this accepted batch instead of the configured window.
+        kind: ``labelled`` (the labelled batches) or ``inference`` (the unlabelled traffic: drift of
+            the features and of the champion's predictions; performance waits for the labels).
     """
     config = load_model_config(model)
     champion = read_champion(model)
     if champion is None:
         return Completed(name="NoChampion", message=f"{model} has no champion to monitor yet")
-    window = choose_window(model, config, batch_id)
+    window = choose_window(model, config, batch_id, kind)
     if window is None:
         return Completed(name="NoNewData", message=f"{model}: no batch accepted since the last check")
     reference = load_reference(model, config, champion)

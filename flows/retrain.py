@@ -17,6 +17,7 @@ from tasks.retrain import (
     choose_challenger,
     claim_retrain_slot,
     conclude_decision,
+    count_incident_labels,
     decision_event,
     describe_trigger,
     judge_challenger,
@@ -34,6 +35,7 @@ from tasks.retrain import (
     start_progress,
     train_candidates,
     unannounced_events,
+    wait_for_labels,
 )
 
 
@@ -51,7 +53,8 @@ def retrain(
     Ends ``Completed`` named Promoted, Rejected, Superseded, DryRun or Skipped; only faults fail it.
     One retrain per model runs at a time (others wait for the model's concurrency slot); a retrain
     for an event or incident that already had one, or for an outside drift alert within the cooldown,
-    ends ``Completed`` named Duplicate.
+    ends ``Completed`` named Duplicate. A retrain answering an incident of unlabelled traffic with
+    too few labels since it opened ends ``Completed`` named WaitingForLabels (``cycle.labels``).
 
     Args:
         model: Model name from the config file.
@@ -70,6 +73,10 @@ def retrain(
         duplicate = claim_retrain_slot(model, config, trigger)
         if duplicate is not None:
             return Completed(name=Outcome.DUPLICATE.value, message=f"{model}: {duplicate}")
+        labels = count_incident_labels(model, config, trigger)
+        if labels is not None and labels.waits:
+            wait_for_labels(model, labels)
+            return Completed(name=Outcome.WAITING_FOR_LABELS.value, message=f"{model}: {labels.note}")
         trigger = attached_alerts(model, trigger)  # the alerts the server coalesced into this run
         progress = start_progress(model)
         split = plan_training_data(model, config)
@@ -90,7 +97,7 @@ def retrain(
         trigger = attached_alerts(model, trigger, whole_window=True)  # and the rest of its coalescing window
         decision = conclude_decision(config, promotable, judged_against.version, judgement, trigger)
         note_retrain_finished(decision)
-        publish_decision(decision, split, chosen, promotable, trigger)
+        publish_decision(decision, split, chosen, promotable, trigger, labels)
         report_progress(progress, 100)
     emit([decision_event(decision, trigger)])
     mark_announced(model, [decision.intent_key])

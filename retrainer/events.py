@@ -5,8 +5,9 @@ because Prefect resource labels must be strings. This module is Prefect-free: it
 shapes events; ``tasks.emit`` (flows) and ``deployments.event_sink`` (the webhook receiver) hand them to Prefect.
 
 Each event has one constructor here that decides its name, resource labels, related resources,
-payload and de-duplication key: :func:`data_arrived`, :func:`files_landed`, :func:`data_rejected`,
-:func:`drift_detected`, :func:`performance_degraded`, :func:`model_decided` and :func:`rolled_back`.
+payload and de-duplication key: :func:`data_arrived`, :func:`files_landed`, :func:`data_observed`,
+:func:`labels_joined`, :func:`data_rejected`, :func:`drift_detected`, :func:`performance_degraded`,
+:func:`model_decided` and :func:`rolled_back`.
 Producers call them; triggers match on :func:`model_resources_match` and the name constants below.
 """
 
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 from retrainer.errors import Violation
 
 DATA_ARRIVED = "retrainer.data.arrived"
+DATA_OBSERVED = "retrainer.data.observed"
+LABELS_JOINED = "retrainer.labels.joined"
 DATA_REJECTED = "retrainer.data.rejected"
 DRIFT_DETECTED = "retrainer.drift.detected"
 PERFORMANCE_DEGRADED = "retrainer.performance.degraded"
@@ -31,6 +34,8 @@ MODEL_ROLLED_BACK = "retrainer.model.rolled_back"
 
 ALL_EVENTS = (
     DATA_ARRIVED,
+    DATA_OBSERVED,
+    LABELS_JOINED,
     DATA_REJECTED,
     DRIFT_DETECTED,
     PERFORMANCE_DEGRADED,
@@ -43,9 +48,13 @@ ALL_EVENTS = (
 INCIDENT_EVENTS = (DRIFT_DETECTED, PERFORMANCE_DEGRADED)
 
 # Resource label of ``data.arrived`` that tells the deployment triggers what the new data starts:
-# files that landed are ingested; an accepted batch is monitored, or retrained on directly.
+# files that landed are ingested (labelled files), observed (inference traffic) or labelled (label
+# files); an accepted batch is monitored, or retrained on directly. Joined labels (``labels.joined``)
+# are monitored, or retrained on when a retrain waits for them.
 NEW_DATA_ACTION = "retrainer.on_new_data"
-INGEST, MONITOR, RETRAIN = "ingest", "monitor", "retrain"
+INGEST, OBSERVE, LABEL, MONITOR, RETRAIN = "ingest", "observe", "label", "monitor", "retrain"
+# What a data notice's ``kind`` names, and the action its landed files start.
+FILE_KINDS = {"labelled": INGEST, "inference": OBSERVE, "labels": LABEL}
 
 # How many of the most drifted columns a drift event carries.
 TOP_COLUMNS = 5
@@ -232,6 +241,7 @@ class DriftEvidence:
         report_uri: Where the drift report is, if anywhere.
         champion_version: The champion the drift was measured against, when known.
         batch_ids: The checked window's batches (empty for outside alerts).
+        window_kind: ``labelled`` or ``inference`` (unlabelled traffic: no performance was measured).
     """
 
     check_id: str
@@ -242,6 +252,7 @@ class DriftEvidence:
     report_uri: str | None = None
     champion_version: str | None = None
     batch_ids: Sequence[str] = ()
+    window_kind: str = "labelled"
 
 
 # --- one constructor per event ---
@@ -289,30 +300,100 @@ def data_arrived(
     return Event(DATA_ARRIVED, model, payload, key=f"{model}:{batch_id}", labels=labels)
 
 
-def files_landed(*, model: str, files: Sequence[str], source: str, notice_id: str) -> Event:
+def files_landed(*, model: str, files: Sequence[str], source: str, notice_id: str, kind: str = "labelled") -> Event:
     """``data.arrived`` for files an outside system says have landed, not yet checked against the contract.
 
-    The resource carries :data:`NEW_DATA_ACTION` = ``ingest``, so the ingest deployment runs on the files
-    (and announces each accepted batch with :func:`data_arrived`). Related to the sender as a source
-    resource; keyed by sender and notice, so a re-sent notice yields the same event id.
+    The resource carries :data:`NEW_DATA_ACTION` by ``kind`` (:data:`FILE_KINDS`): ``ingest`` for
+    labelled files (the ingest deployment runs on them and announces each accepted batch with
+    :func:`data_arrived`), ``observe`` for inference traffic, ``label`` for label files. Related to the
+    sender as a source resource; keyed by sender and notice, so a re-sent notice yields the same event id.
 
     Args:
         model: The model the files are for.
         files: Absolute paths of the files, in the notice's order.
         source: Who sent the notice.
         notice_id: The notice's id (the sender's, or the digest of its content).
+        kind: ``labelled``, ``inference`` or ``labels``.
 
     Returns:
-        The event; payload keys ``files``, ``source``, ``notice_id``.
+        The event; payload keys ``files``, ``source``, ``notice_id``, ``kind``.
     """
-    payload = {"files": list(files), "source": source, "notice_id": notice_id}
+    payload = {"files": list(files), "source": source, "notice_id": notice_id, "kind": kind}
     return Event(
         DATA_ARRIVED,
         model,
         payload,
         key=f"{model}:notice:{source}:{notice_id}",
         related=[source_resource(source)],
-        labels={NEW_DATA_ACTION: INGEST},
+        labels={NEW_DATA_ACTION: FILE_KINDS[kind]},
+    )
+
+
+def data_observed(
+    *, model: str, batch_id: str, sha256: str, rows: int, time_min: str | None, time_max: str | None, source: str
+) -> Event:
+    """``data.observed`` for an unlabelled inference batch stored in ``model``'s traffic.
+
+    The monitor deployment checks the batch for drift. Keyed by the batch.
+
+    Returns:
+        The event; payload keys ``batch_id``, ``sha256``, ``rows``, ``time_min``, ``time_max``,
+        ``source`` and ``kind`` (``inference``).
+    """
+    payload = {
+        "batch_id": batch_id,
+        "sha256": sha256,
+        "rows": rows,
+        "time_min": time_min,
+        "time_max": time_max,
+        "source": source,
+        "kind": "inference",
+    }
+    return Event(DATA_OBSERVED, model, payload, key=f"{model}:observed:{batch_id}", labels={NEW_DATA_ACTION: MONITOR})
+
+
+def labels_joined(
+    *,
+    model: str,
+    batch_id: str,
+    rows: int,
+    label_files: Sequence[str],
+    inference_batches: Sequence[str],
+    pending_rows: int,
+    lag_median_seconds: float | None,
+    lag_max_seconds: float | None,
+    waiting_incident: str | None,
+) -> Event:
+    """``labels.joined`` for late labels joined to their inference rows as a new labelled batch.
+
+    The resource carries :data:`NEW_DATA_ACTION` = ``retrain`` when a retrain waits for labels to
+    answer ``waiting_incident`` (the retrain deployment runs for it), ``monitor`` otherwise (the
+    monitor judges the champion's performance on the joined rows). Keyed by the joined batch.
+
+    Returns:
+        The event; payload keys ``batch_id``, ``rows``, ``label_files``, ``inference_batches``,
+        ``pending_rows``, ``lag_median_seconds``, ``lag_max_seconds`` and ``incident_key`` (the
+        waiting incident, or None).
+    """
+    payload = {
+        "batch_id": batch_id,
+        "rows": rows,
+        "label_files": list(label_files),
+        "inference_batches": list(inference_batches),
+        "pending_rows": pending_rows,
+        "lag_median_seconds": lag_median_seconds,
+        "lag_max_seconds": lag_max_seconds,
+        "incident_key": waiting_incident,
+    }
+    related = [incident_resource(waiting_incident)] if waiting_incident else []
+    action = RETRAIN if waiting_incident else MONITOR
+    return Event(
+        LABELS_JOINED,
+        model,
+        payload,
+        key=f"{model}:joined:{batch_id}",
+        related=related,
+        labels={NEW_DATA_ACTION: action},
     )
 
 
@@ -508,6 +589,7 @@ def _incident_payload(incident_key: str, reason: str, evidence: DriftEvidence) -
         champion_version=evidence.champion_version,
         batch_ids=list(evidence.batch_ids),
         check_id=evidence.check_id,
+        window_kind=evidence.window_kind,
     )
 
 
@@ -523,6 +605,7 @@ def _drift_payload(
     champion_version: str | None,
     batch_ids: list[str],
     check_id: str,
+    window_kind: str,
 ) -> dict[str, Any]:
     """The payload of ``drift.detected`` (and the base of ``performance.degraded``), wherever it is emitted.
 
@@ -539,6 +622,7 @@ def _drift_payload(
         champion_version: The champion the drift was measured against, when known.
         batch_ids: The checked window's batches (empty for outside alerts).
         check_id: The check (or outside alert) that opened the incident.
+        window_kind: ``labelled`` or ``inference``.
     """
     return {
         "incident_key": incident_key,
@@ -551,4 +635,5 @@ def _drift_payload(
         "champion_version": champion_version,
         "batch_ids": batch_ids,
         "check_id": check_id,
+        "window_kind": window_kind,
     }

@@ -6,6 +6,7 @@ from functools import cached_property
 
 from retrainer.config import ModelConfig, ProjectConfig, Settings, load_project, load_settings
 from retrainer.data.store import BatchStore
+from retrainer.data.traffic import ModelData
 from retrainer.model.history import History
 from retrainer.model.registry import Registry
 from retrainer.monitor.incidents import IncidentBook
@@ -42,6 +43,10 @@ class Workspace:
     def store(self, name: str) -> BatchStore:
         """Batch store of model ``name``."""
         return BatchStore(self.settings.data_dir, name)
+
+    def data(self, name: str) -> ModelData:
+        """Labelled batches, inference traffic and label files of model ``name``."""
+        return ModelData.of(self.settings.data_dir, name)
 
     def history(self, name: str) -> History:
         """Promotion history of model ``name``."""

@@ -44,6 +44,11 @@ def _event(model: str, outcome: IngestOutcome, retrain_directly: bool) -> events
             source=batch.source,
             retrain_directly=retrain_directly,
         )
+    return rejected_event(model, outcome)
+
+
+def rejected_event(model: str, outcome: IngestOutcome) -> events.Event:
+    """``data.rejected`` for a file that was refused, naming every broken rule and its quarantined copy."""
     return events.data_rejected(
         model=model,
         source=outcome.source,

@@ -18,14 +18,19 @@ from retrainer.monitor.incidents import Assessment, assess
 from retrainer.monitor.performance import BASELINE_CHAMPIONS
 from retrainer.monitor.record import check_markdown, log_check
 from retrainer.monitor.reference import champion_reference
-from retrainer.monitor.window import Window, next_window
+from retrainer.monitor.window import Window, next_window, traffic_window
 from tasks._common import artifact_key, registry_task, workspace
 
 
 @task(name="choose-window")
-def choose_window(model: str, config: ModelConfig, batch_id: str | None) -> Window | None:
-    """The batches to check (``batch_id`` alone when given); ``None`` when nothing is new."""
+def choose_window(model: str, config: ModelConfig, batch_id: str | None, kind: str = "labelled") -> Window | None:
+    """The batches to check (``batch_id`` alone when given); ``None`` when nothing is new.
+
+    ``kind`` ``inference`` checks the model's inference traffic instead of its labelled batches.
+    """
     ws = workspace()
+    if kind == "inference":
+        return traffic_window(ws.data(model).traffic, config.drift.window, batch_id)
     return next_window(ws.store(model), ws.incidents(model), config.drift.window, batch_id)
 
 
@@ -62,7 +67,8 @@ def check_drift(
     ``earlier`` champions (see ``retrainer.monitor.performance.performance_baseline``).
     """
     ws = workspace()
-    return check_champion(ws.store(model), ws.registry, config, champion, reference, window, None, earlier)
+    store = ws.store(model) if window.labelled else ws.data(model).traffic
+    return check_champion(store, ws.registry, config, champion, reference, window, None, earlier)
 
 
 @registry_task("record-check")

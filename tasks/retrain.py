@@ -30,6 +30,7 @@ from retrainer.cycle.decide import (
     predict_holdout,
     reconcile,
 )
+from retrainer.cycle.labels import LabelCount, count_labels
 from retrainer.cycle.plan import (
     DataSplit,
     Frames,
@@ -58,6 +59,7 @@ from retrainer.monitor.incidents import (
     claim_retrain,
     retrain_failed,
     retrain_finished,
+    retrain_waits_for_labels,
     seconds_until_window_closes,
 )
 from retrainer.monitor.reference import reference_rows, reference_sample, store_reference
@@ -90,6 +92,27 @@ def describe_trigger(
         event_payload=dict(event_payload or {}),
         flow_run_id=flow_run.id,
     )
+
+
+@task(name="count-labels")
+def count_incident_labels(model: str, config: ModelConfig, trigger: Trigger) -> LabelCount | None:
+    """The labels a retrain of a traffic incident can use (None for any other retrain); see ``cycle.labels``."""
+    ws = workspace()
+    data = ws.data(model)
+    state = ws.incidents(model).read()
+    needed = config.labels.min_rows_after_incident
+    found = count_labels(state, trigger.incident_key, data.labelled.manifest(), data.traffic.manifest(), needed)
+    if found is not None:
+        print(found.note)
+    return found
+
+
+@task(name="wait-for-labels")
+def wait_for_labels(model: str, labels: LabelCount) -> None:
+    """End this retrain without deciding: its incident stays open until labels join (``labels.joined``)."""
+    now = datetime.now(UTC)
+    book = workspace().incidents(model)
+    book.update(lambda state: (retrain_waits_for_labels(state, now, labels.incident_key), None))
 
 
 @task(name="claim-retrain")
@@ -430,16 +453,33 @@ def conclude_decision(
 
 @task(name="publish-decision", cache_policy=NO_CACHE)
 def publish_decision(
-    decision: Decision, split: DataSplit, chosen: ChosenChallenger, promotable: Promotable, trigger: Trigger
+    decision: Decision,
+    split: DataSplit,
+    chosen: ChosenChallenger,
+    promotable: Promotable,
+    trigger: Trigger,
+    labels: LabelCount | None = None,
 ) -> str:
-    """Markdown decision record in the Prefect UI; returns the artifact id."""
+    """Markdown decision record in the Prefect UI; returns the artifact id.
+
+    For a traffic incident, ``labels`` says how much of the drifted window was labelled.
+    """
     version, refit = promotable.version, promotable.refit
     links = {"MLflow run": f"runs:/{version.run_id}", "model version": version.uri}
     if chosen.earlier is not None:
         lineage = split.earlier_lineage(version.version, chosen.earlier.run_tags)
     else:
         lineage = split.lineage(chosen.window.older, refit=refit is not None and refit.passed)
-    markdown = decision_markdown(decision.message, decision.judgement, lineage, links, trigger, chosen.choice, refit)
+    markdown = decision_markdown(
+        decision.message,
+        decision.judgement,
+        lineage,
+        links,
+        trigger,
+        chosen.choice,
+        refit,
+        labels.note if labels else None,
+    )
     artifact = create_markdown_artifact(
         markdown, key=artifact_key("decision", decision.model), description=decision.message
     )

@@ -19,7 +19,7 @@ EXIT_ERROR = 1
 EXIT_REJECTED = 2
 # Commands that run a flow in this process against the configured server (Prefect is imported by them
 # anyway). Not the demo: it points Prefect at the server it starts, which must happen before Prefect loads.
-FLOW_COMMANDS = {"ingest", "retrain", "monitor", "rollback"}
+FLOW_COMMANDS = {"ingest", "observe", "label", "retrain", "monitor", "rollback"}
 _ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
@@ -38,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
     ingest.set_defaults(handler=_ingest)
 
+    observe = commands.add_parser("observe", help="store unlabelled inference files (features, time, id) as traffic")
+    observe.add_argument("--model", required=True)
+    observe.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    observe.set_defaults(handler=_observe)
+
+    label = commands.add_parser("label", help="join late label files (id, target) to the observed traffic")
+    label.add_argument("--model", required=True)
+    label.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    label.set_defaults(handler=_label)
+
     retrain = commands.add_parser("retrain", help="train a challenger and judge it against the champion")
     retrain.add_argument("--model", required=True)
     retrain.add_argument("--reason", default="manual")
@@ -46,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="check the newest batches for drift against the champion")
     monitor.add_argument("--model", required=True)
     monitor.add_argument("--batch", dest="batch_id", metavar="ID", help="check this accepted batch only")
+    monitor.add_argument(
+        "--traffic", action="store_true", help="check the unlabelled inference traffic instead of labelled batches"
+    )
     monitor.add_argument("--json", action="store_true", help="print the check summary as one JSON object")
     monitor.set_defaults(handler=_monitor)
 
@@ -93,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--report-uri")
     drift.add_argument("--alert-id", help="id of this alert (default: digest of its content)")
     drift.set_defaults(handler=_send)
-    data = messages.add_parser("data", help="a new-data notice: labelled files to ingest")
+    data = messages.add_parser("data", help="a new-data notice: labelled files, inference traffic or labels")
     data.add_argument("--model", required=True)
+    data.add_argument("--kind", choices=["labelled", "inference", "labels"], default="labelled")
     data.add_argument("--notice-id", help="id of this notice (default: digest of its content)")
     data.add_argument("files", nargs="+", type=Path, metavar="FILE")
     data.set_defaults(handler=_send)
@@ -176,6 +190,20 @@ def _ingest(args: argparse.Namespace) -> int:
     return _report_state(state, ok_names={"Accepted"}, rejected_exit=EXIT_REJECTED)
 
 
+def _observe(args: argparse.Namespace) -> int:
+    from flows.observe import observe
+
+    state = observe(model=args.model, files=[str(f) for f in args.files], return_state=True)
+    return _report_state(state, ok_names={"Accepted"}, rejected_exit=EXIT_REJECTED)
+
+
+def _label(args: argparse.Namespace) -> int:
+    from flows.label import label
+
+    state = label(model=args.model, files=[str(f) for f in args.files], return_state=True)
+    return _report_state(state, ok_names={"Accepted"}, rejected_exit=EXIT_REJECTED)
+
+
 def _retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
     from retrainer.cycle.decide import Outcome
@@ -190,7 +218,8 @@ def _monitor(args: argparse.Namespace) -> int:
     from flows.monitor import monitor
     from retrainer.monitor.incidents import Action
 
-    state = monitor(model=args.model, batch_id=args.batch_id, return_state=True)
+    kind = "inference" if args.traffic else "labelled"
+    state = monitor(model=args.model, batch_id=args.batch_id, kind=kind, return_state=True)
     ok_names = {action.value for action in Action} | {"NoNewData"}
     if not (args.json and state.is_completed()):
         return _report_state(state, ok_names=ok_names, rejected_exit=EXIT_REJECTED)
@@ -299,7 +328,7 @@ def _send(args: argparse.Namespace) -> int:
             alert_id=args.alert_id,
         )
     else:
-        message = data_notice(args.model, args.files, source=args.source, notice_id=args.notice_id)
+        message = data_notice(args.model, args.files, source=args.source, notice_id=args.notice_id, kind=args.kind)
     secret = load_settings().webhook_secret
     if secret is None:
         print("warning: RETRAINER_WEBHOOK_SECRET is not set: sending unsigned", file=sys.stderr)

@@ -5,7 +5,10 @@
 3. land a batch after a market shift; from here on only events act: ``data.arrived`` runs the
    monitor, the monitor opens a drift incident, ``drift.detected`` runs the retrain, which judges
    the challenger and promotes it or not;
-4. land a file with impossible labels (quarantined), print the story with timings and the UI URLs,
+4. unlabelled traffic drifts on day 6: ``data.observed`` runs the monitor on it, the incident's
+   retrain waits for labels (``WaitingForLabels``); the labels come two days later, join the traffic
+   by id, and ``labels.joined`` runs the retrain on them;
+5. land a file with impossible labels (quarantined), print the story with timings and the UI URLs,
    and stop the server and the serving process (unless ``keep`` is set).
 """
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from prefect import State
 
 MODEL = "churn"
+ID = "customer_id"
 MARKER = ".retrainer-demo"
 ROWS = 20_000
 WAIT_SECONDS = 240.0
@@ -95,7 +99,7 @@ def _play(workdir: Path, story: Story) -> bool:
     from flows.retrain import retrain
 
     incoming = workdir / "incoming"
-    _wait(lambda: _deployments() >= 4, "the served deployments")
+    _wait(lambda: _deployments() >= 6, "the served deployments")
     time.sleep(3)  # automations reach the trigger service asynchronously
     initial = [_write(incoming, f"day{d}", make_batch(ROWS, seed=d, day=d)) for d in range(3)]
     story.state("ingest 3 initial batches", ingest(model=MODEL, files=initial, return_state=True))
@@ -110,10 +114,41 @@ def _play(workdir: Path, story: Story) -> bool:
     answer = _wait(lambda: _first_run("retrain", lambda r: bool(r["parameters"].get("incident_key"))), "the retrain")
     second = story.add("retrain (started by drift.detected)", f"{answer['state_name']}: {answer['state_message']}")
 
+    waited, joined = _late_labels(incoming, story, shifted_champion=second.startswith("Promoted"))
+
     bad = make_batch(500, seed=99, day=5).with_columns(pl.col("churned") + 5)
     refused = ingest(model=MODEL, files=[_write(incoming, "bad", bad)], return_state=True)
     rejected = story.state("ingest a batch with impossible labels", refused)
-    return first == "Promoted" and second.split(":")[0] in {"Promoted", "Rejected"} and rejected == "Quarantined"
+    decided = {"Promoted", "Rejected"}
+    traffic_story = waited == "WaitingForLabels" and joined in decided
+    return first == "Promoted" and second.split(":")[0] in decided and traffic_story and rejected == "Quarantined"
+
+
+def _late_labels(incoming: Path, story: Story, shifted_champion: bool) -> tuple[str, str]:
+    """Traffic drifts on day 6 without labels; its labels come on day 8. Returns both retrains' outcomes."""
+    from flows.label import label
+    from flows.observe import observe
+
+    # Away from whichever population the champion now serves.
+    day6 = make_batch(ROWS, seed=6, day=6, shift=0.0 if shifted_champion else 0.8).with_row_index(ID, offset=600_000)
+    traffic = _write(incoming, "traffic-day6", day6.drop("churned"))
+    story.state("observe day 6's unlabelled traffic", observe(model=MODEL, files=[traffic], return_state=True))
+    story.add("... events act again", "data.observed → monitor (traffic) → drift.detected → retrain")
+    check = _wait(
+        lambda: _first_run("monitor", lambda r: r["parameters"].get("kind") == "inference"), "the traffic check"
+    )
+    story.add("monitor of the traffic (started by data.observed)", f"{check['state_name']}: {check['state_message']}")
+    waiting = _wait(lambda: _first_run("retrain", lambda r: r["state_name"] == "WaitingForLabels"), "a waiting retrain")
+    waited = story.add("retrain (started by drift.detected)", f"{waiting['state_name']}: {waiting['state_message']}")
+    labels = day6.select(ID, "churned", pl.lit("2026-01-09T09:00:00").alias("label_time"))
+    kept = label(model=MODEL, files=[_write(incoming, "labels-day8", labels)], return_state=True)
+    story.state("labels for day 6 arrive on day 8", kept)
+    answer = _wait(
+        lambda: _first_run("retrain", lambda r: r["parameters"].get("event_name") == "retrainer.labels.joined"),
+        "the retrain on joined labels",
+    )
+    joined = story.add("retrain (started by labels.joined)", f"{answer['state_name']}: {answer['state_message']}")
+    return waited.split(":")[0], joined.split(":")[0]
 
 
 def _epilogue(workdir: Path, story: Story, urls: dict[str, str], keep: bool) -> None:

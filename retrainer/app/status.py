@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from retrainer.data.traffic import traffic_summary
 from retrainer.model.registry import CHALLENGER, CHAMPION, RegistryReader, VersionInfo
 from retrainer.monitor.incidents import IncidentState
 from retrainer.workspace import Workspace
@@ -24,6 +25,9 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
     drift share, or ``None``; ``open_incident``: key, opened at, retrain started at, or ``None``;
     ``last_closed_incident``: key, closed at, resolution, or ``None``;
     ``retrain_in_flight_since``), ``decisions`` (newest first: version, outcome, reasons, at, trigger),
+    ``traffic`` (inference batches and rows, labelled rows and share, labels waiting and expired,
+    the latest join's label lag in seconds, quarantined traffic and label files; see
+    ``retrainer.data.traffic.traffic_summary``),
     ``repaired`` (what reconciling an interrupted promotion or rollback repaired first, one line each)
     and ``unannounced`` (versions whose change is recorded but whose event the next retrain or
     rollback emits).
@@ -44,6 +48,7 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
         "batches": {"accepted": len(manifest.batches), "ids": [b.batch_id for b in manifest.batches]},
         "quarantined": quarantined,
         "drift": _drift_status(workspace.incidents(model).read()),
+        "traffic": traffic_summary(workspace.data(model)),
         "decisions": [
             {
                 k: v
@@ -118,6 +123,8 @@ def render_text(status: dict[str, Any]) -> str:
         ]
     lines.append(f"batches      {status['batches']['accepted']} accepted, {status['quarantined']} quarantined")
     lines.append(_drift_line(status["drift"]))
+    if status["traffic"]["inference_batches"] or status["traffic"]["pending_labels"]:
+        lines.append(_traffic_line(status["traffic"]))
     lines.append("decisions (newest first):")
     for decision in status["decisions"] or []:
         reason = decision["trigger"].get("reason", "")
@@ -137,6 +144,21 @@ def _drift_line(drift: dict[str, Any]) -> str:
     seen = "alarming" if last["alarming"] else "calm"
     line = f"drift        last check {last['at']:%Y-%m-%d %H:%M} {seen} (share {last['drift_share']:.0%})"
     return line + (f"; open incident {incident['key']}" if incident else "; no open incident")
+
+
+def _traffic_line(traffic: dict[str, Any]) -> str:
+    share = traffic["labelled_share"]
+    lag = traffic["label_lag_seconds"]
+    line = (
+        f"traffic      {traffic['inference_batches']} inference batch(es), {traffic['inference_rows']:,} rows,"
+        f" {share:.0%} labelled"
+        if share is not None
+        else "traffic      no inference batch yet"
+    )
+    line += f"; {traffic['pending_labels']:,} label(s) waiting for their rows"
+    if lag and lag.get("median") is not None:
+        line += f"; label lag median {lag['median'] / 86_400:.1f} d"
+    return line
 
 
 def render_json(status: dict[str, Any]) -> str:

@@ -280,6 +280,29 @@ class IngestConfig(_Strict):
     )
 
 
+class LabelsConfig(_Strict):
+    """Unlabelled inference traffic and the labels that join it later, by the model's ``id_column``.
+
+    ``retrainer observe`` stores inference batches (features, time and id, no target); ``retrainer
+    label`` takes ``(id, target)`` files and joins them to the traffic by id. A label whose id has
+    not been observed yet waits, and joins when its row arrives; after ``pending_wait_seconds`` it
+    is quarantined as an unknown id.
+    """
+
+    time_column: str | None = Field(
+        None, description="Column of a label file telling when each label became known (default: when it arrived)"
+    )
+    prediction_column: str | None = Field(
+        None, description="Inference column with the prediction as served (kept, never a feature)"
+    )
+    pending_wait_seconds: float = Field(
+        30 * 86_400.0, ge=0, description="How long a label waits for its inference row before it is quarantined"
+    )
+    min_rows_after_incident: int = Field(
+        200, ge=1, description="Labelled rows a retrain answering a traffic incident needs that arrived since it opened"
+    )
+
+
 class ModelConfig(_Strict):
     """Everything retrainer needs to know about one model."""
 
@@ -289,6 +312,7 @@ class ModelConfig(_Strict):
     categorical: dict[str, list[str]] = Field(default_factory=dict)
     classes: list[ClassLabel] | None = None
     time_column: str | None = None
+    id_column: str | None = Field(None, description="Row id joining inference traffic to labels that come later")
     slices: list[str] = Field(default_factory=list)
     lightgbm: LightGBMParams = LightGBMParams()
     window: WindowConfig = WindowConfig()
@@ -297,6 +321,7 @@ class ModelConfig(_Strict):
     drift: DriftConfig = DriftConfig()
     automation: AutomationConfig = AutomationConfig()
     ingest: IngestConfig = IngestConfig()
+    labels: LabelsConfig = LabelsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -305,13 +330,22 @@ class ModelConfig(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    @property
+    def reserved_columns(self) -> set[str]:
+        """Columns that are never features: the target, the time, the id and the label-side columns."""
+        named = [self.target, self.time_column, self.id_column, self.labels.time_column, self.labels.prediction_column]
+        return {column for column in named if column}
+
     def _column_problems(self) -> list[str]:
-        reserved = {self.target} | ({self.time_column} if self.time_column else set())
+        reserved = self.reserved_columns
         problems = []
+        special = [c for c in (self.time_column, self.id_column, self.labels.time_column) if c]
+        if self.target in special or len(set(special)) != len(special):
+            problems.append("target, time_column, id_column and labels.time_column must be distinct columns")
         if self.features is not None:
             clash = reserved.intersection(self.features)
             if clash:
-                problems.append(f"features must not include target/time column {sorted(clash)}")
+                problems.append(f"features must not include target/time/id/label columns {sorted(clash)}")
             unknown = set(self.categorical) - set(self.features)
             if unknown:
                 problems.append(f"categorical columns not in features: {sorted(unknown)}")

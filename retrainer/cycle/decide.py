@@ -31,6 +31,7 @@ class Outcome(StrEnum):
     DRY_RUN = "DryRun"
     SKIPPED = "Skipped"
     DUPLICATE = "Duplicate"
+    WAITING_FOR_LABELS = "WaitingForLabels"
 
 
 @dataclass(frozen=True)

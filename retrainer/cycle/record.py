@@ -19,11 +19,17 @@ def decision_markdown(
     trigger: Trigger | None = None,
     windows: WindowChoice | None = None,
     refit: RefitCheck | None = None,
+    labels: str | None = None,
 ) -> str:
-    """The decision record: outcome, trigger and drift evidence, every rule, metrics, slices, windows, lineage."""
+    """The decision record: outcome, trigger and drift evidence, every rule, metrics, slices, windows, lineage.
+
+    ``labels`` says, for an incident of unlabelled traffic, how much of its window was labelled.
+    """
     parts = [f"# Retrain decision\n\n**{decision_line}**"]
     if trigger is not None:
         parts += [_trigger(trigger), _evidence(trigger.event_payload)]
+    if labels is not None:
+        parts.append(f"## Labels\n\n{labels}.")
     if judgement is not None:
         parts += [_rules(judgement), _metrics(judgement), _slices(judgement)]
     if windows is not None:

@@ -61,6 +61,11 @@ class Schema:
         extra = [self.time_column] if self.time_column else []
         return [*self.features, self.target, *extra]
 
+    @property
+    def observed(self) -> list[str]:
+        """Every column an unlabelled inference batch must carry, besides the model's id column."""
+        return [c for c in self.required if c != self.target]
+
 
 def schema_for(config: ModelConfig, columns: list[str], pinned: list[str] | None) -> Schema:
     """Return the model's schema; undeclared features default to the pinned list, else all columns.
@@ -70,7 +75,7 @@ def schema_for(config: ModelConfig, columns: list[str], pinned: list[str] | None
         columns: Columns of the batch at hand (used only when no feature list is known yet).
         pinned: Feature list recorded by the first accepted batch, if any.
     """
-    reserved = {config.target, config.time_column}
+    reserved = config.reserved_columns
     features = config.features or pinned or [c for c in columns if c not in reserved]
     return Schema(features, dict(config.categorical), config.target, config.time_column)
 
@@ -99,10 +104,21 @@ def read_table(data: bytes, source: str) -> pl.DataFrame:
         raise DataError(source, [Violation("unreadable", bounded(first_line))]) from None
 
 
-def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source: str) -> pl.DataFrame:
+def check_batch(
+    frame: pl.DataFrame, schema: Schema, config: ModelConfig, source: str, observed: list[Violation] | None = None
+) -> pl.DataFrame:
     """Cast ``frame`` to the model's types and check every contract rule.
 
     Missing columns are reported together with whatever is wrong in the columns that are present.
+
+    Args:
+        frame: The parsed file.
+        schema: The model's schema.
+        config: The model's config.
+        source: The file, as errors name it.
+        observed: For an unlabelled inference batch (:func:`check_inference`), the violations of
+            its id and target rules: the target is then not required, and these are reported with
+            every other rule.
 
     Returns:
         The typed frame: numeric features Float64, categorical features String, time column
@@ -111,10 +127,14 @@ def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source
     Raises:
         DataError: listing every violated rule with its file, column and numbers.
     """
+    required = schema.required if observed is None else schema.observed
     violations = [
-        Violation("missing_column", "required column is absent", column)
-        for column in schema.required
-        if column not in frame.columns
+        *(observed or []),
+        *(
+            Violation("missing_column", "required column is absent", column)
+            for column in required
+            if column not in frame.columns
+        ),
     ]
     if frame.height == 0:
         # Without rows every column rule holds vacuously (or, like all_null, fails vacuously).
@@ -136,6 +156,84 @@ def check_batch(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source
     if violations:
         raise DataError(source, violations)
     return typed
+
+
+def check_inference(frame: pl.DataFrame, schema: Schema, config: ModelConfig, source: str) -> pl.DataFrame:
+    """Cast an unlabelled inference batch and check the contract without the target, plus its id rules.
+
+    The model's ``id_column`` must be present, never null and unique within the batch; it is typed
+    as text, spelled as :func:`level_text` spells levels (so ``42``, ``42.0`` and ``"42"`` are one
+    id). The target column must be absent: labelled rows go through ingest, and an inference batch
+    carrying labels would mix the two kinds of data (rule ``target_in_inference``).
+
+    Raises:
+        DataError: every violated rule, as :func:`check_batch`.
+    """
+    id_column = config.id_column
+    if id_column is None:
+        raise DataError(source, [Violation("no_id_column", "the model has no id_column: set one to observe traffic")])
+    violations = _id_rules(frame, id_column)
+    if schema.target in frame.columns:
+        detail = "an inference batch must not carry the target: ingest labelled rows with `retrainer ingest`"
+        violations.append(Violation("target_in_inference", detail, schema.target))
+    typed = check_batch(frame, schema, config, source, observed=violations)
+    return typed.with_columns(id_text(id_column, frame.schema[id_column]))
+
+
+def check_labels(frame: pl.DataFrame, config: ModelConfig, source: str) -> pl.DataFrame:
+    """Type a label file (id as text, target as the model's labels, label time) and check every rule at once.
+
+    Raises:
+        DataError: no id column configured; the id or target absent; null or repeated ids; labels
+            missing or outside the classes; an unreadable label time.
+    """
+    column, target = config.id_column, config.target
+    if column is None:
+        raise DataError(source, [Violation("no_id_column", "the model has no id_column: set one to join labels")])
+    violations = _id_rules(frame, column)
+    if target not in frame.columns:
+        violations.append(Violation("missing_column", "required label column is absent", target))
+    if violations or frame.height == 0:
+        raise DataError(source, violations or [Violation("empty", "the file has no rows")])
+    typed = frame.with_columns(id_text(column, frame.schema[column]), _target_cast(config))
+    violations += _target_rules(frame, typed, Schema([], {}, target, None), config)
+    time_column = config.labels.time_column
+    if time_column is not None and time_column in frame.columns:
+        typed = typed.with_columns(_datetime(frame, time_column))
+        unreadable = typed[time_column].is_null() & frame[time_column].is_not_null()
+        violations += flag_rows(frame, time_column, unreadable, "not_castable", "value(s) are not a timestamp")
+    if violations:
+        raise DataError(source, violations)
+    kept = [column, target, *([time_column] if time_column and time_column in typed.columns else [])]
+    return typed.select(kept)
+
+
+def _datetime(frame: pl.DataFrame, column: str) -> pl.Expr:
+    if frame.schema[column] == pl.String:
+        return pl.col(column).str.to_datetime(strict=False, time_unit="us")
+    return pl.col(column).cast(pl.Datetime("us"), strict=False)
+
+
+def id_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    """An id column as text, spelled alike whatever dtype carried it (see :func:`level_text`)."""
+    return level_text(column, dtype).alias(column)
+
+
+def _id_rules(frame: pl.DataFrame, column: str) -> list[Violation]:
+    """The id column's rules: present, scalar, never null, unique in the file."""
+    if column not in frame.columns:
+        return [Violation("missing_column", "required id column is absent", column)]
+    if _not_scalar(frame.schema[column]) or frame.schema[column].is_temporal():
+        return [Violation("nested_type", f"{frame.schema[column]} values cannot be ids", column)]
+    ids = frame.select(id_text(column, frame.schema[column]))[column]
+    violations = []
+    if ids.null_count():
+        violations.append(Violation("id_missing", f"{ids.null_count()} row(s) have no id", column))
+    repeated = ids.is_duplicated() & ids.is_not_null()
+    violations += flag_rows(
+        frame.with_columns(ids), column, repeated, "duplicate_id", "row(s) repeat an id of this file"
+    )
+    return violations
 
 
 def _nested_columns(frame: pl.DataFrame, schema: Schema) -> list[str]:
@@ -209,7 +307,7 @@ def _newly_null(frame: pl.DataFrame, typed: pl.DataFrame, column: str) -> pl.Ser
     return typed[column].is_null() & frame[column].is_not_null()
 
 
-def _flag(frame: pl.DataFrame, column: str, bad: pl.Series, rule: str, what: str) -> list[Violation]:
+def flag_rows(frame: pl.DataFrame, column: str, bad: pl.Series, rule: str, what: str) -> list[Violation]:
     """One violation for the rows in ``bad``, with their count and a few raw examples."""
     if not bad.any():
         return []
@@ -225,7 +323,7 @@ def _castability(frame: pl.DataFrame, typed: pl.DataFrame, schema: Schema, _: Mo
     return [
         violation
         for column, kind in wanted.items()
-        for violation in _flag(
+        for violation in flag_rows(
             frame, column, _newly_null(frame, typed, column), "not_castable", f"value(s) are not {kind}"
         )
     ]
@@ -250,10 +348,10 @@ def _target_rules(frame: pl.DataFrame, typed: pl.DataFrame, schema: Schema, conf
     uncastable = _newly_null(frame, typed, column)
     if config.task == "regression":
         not_finite = uncastable | (typed[column].is_not_null() & ~typed[column].is_finite())
-        return violations + _flag(frame, column, not_finite, "target_not_finite", "label(s) are not finite numbers")
+        return violations + flag_rows(frame, column, not_finite, "target_not_finite", "label(s) are not finite numbers")
     labels = typed[column].cast(pl.String)
     unknown = uncastable | (labels.is_not_null() & ~labels.is_in(sorted({str(c) for c in config.class_labels})))
-    return violations + _flag(
+    return violations + flag_rows(
         frame, column, unknown, "unknown_class", f"label(s) outside classes {config.class_labels}"
     )
 
@@ -269,7 +367,7 @@ def _time_rules(_: pl.DataFrame, typed: pl.DataFrame, schema: Schema, config: Mo
     limit = datetime.now(UTC).replace(tzinfo=None) + tolerance
     future = times.is_not_null() & (times > limit)
     what = f"timestamp(s) later than now + ingest.time_tolerance_seconds ({limit.isoformat(timespec='seconds')})"
-    return _flag(typed, column, future, "future_timestamp", what)
+    return flag_rows(typed, column, future, "future_timestamp", what)
 
 
 def _naive_utc(times: pl.Series) -> pl.Series:

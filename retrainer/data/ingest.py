@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,24 +79,58 @@ class IngestReport:
         return "\n".join([*lines, *self.rejected])
 
 
-def ingest_file(store: BatchStore, config: ModelConfig, source: Path) -> IngestOutcome:
+Checker = Callable[[bytes, str, list[str] | None], tuple[pl.DataFrame, list[str]]]
+"""Parses and checks a file's bytes (named by the source, with the features pinned so far): the
+typed frame and its feature list, or a ``DataError`` listing every broken rule."""
+
+
+def ingest_file(
+    store: BatchStore,
+    config: ModelConfig,
+    source: Path,
+    checker: Checker | None = None,
+    time_column: str | None = None,
+    origin: str = "ingest",
+) -> IngestOutcome:
     """Check ``source`` and store it as a new batch, or quarantine it with its reasons.
 
     The source file is only read, never modified or removed. Only a regular file (or a symlink to
     one) of at most ``config.ingest.max_file_bytes`` is opened; anything else is refused unread and
     not copied. Never raises for a bad file: every failure becomes the outcome's ``error``.
+
+    Args:
+        store: Where the batch goes.
+        config: The model's config.
+        source: The file.
+        checker: The contract (default: a labelled batch's, :func:`labelled_checker`).
+        time_column: The column dating the rows (default: the model's ``time_column``).
+        origin: The stored batch's ``origin``.
     """
     try:
         data = read_source(source, config.ingest.max_file_bytes)
     except DataError as error:
         return IngestOutcome(source, error=error)
     sha256 = hashlib.sha256(data).hexdigest()
+    check = checker or labelled_checker(config)
     with store.writing() as manifest:
         try:
-            record = _accept(store, manifest, config, source, data, sha256)
+            typed, features = _checked(manifest, source, data, sha256, check)
+            record = _record(typed, time_column or config.time_column, source, sha256, origin)
+            store.accept(manifest, typed, record, features)
         except DataError as error:
             return IngestOutcome(source, error=error, quarantined=store.quarantine(data, source, error))
     return IngestOutcome(source, accepted=record)
+
+
+def labelled_checker(config: ModelConfig) -> Checker:
+    """The labelled batch's contract (:func:`~retrainer.data.contract.check_batch`)."""
+
+    def check(data: bytes, source: str, pinned: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
+        frame = read_table(data, source)
+        schema = schema_for(config, frame.columns, pinned)
+        return check_batch(frame, schema, config, source), schema.features
+
+    return check
 
 
 def read_source(source: Path, max_bytes: int) -> bytes:
@@ -149,28 +184,19 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "a special file")
 
 
-def _accept(
-    store: BatchStore, manifest: Manifest, config: ModelConfig, source: Path, data: bytes, sha256: str
-) -> BatchRecord:
+def _checked(
+    manifest: Manifest, source: Path, data: bytes, sha256: str, check: Checker
+) -> tuple[pl.DataFrame, list[str]]:
     duplicate = manifest.by_sha(sha256)
     if duplicate is not None:
         detail = f"byte-identical to accepted batch {duplicate.batch_id} (sha256 {sha256[:12]}…)"
         raise DataError(str(source), [Violation("duplicate_batch", detail)])
     try:
-        typed, features = _checked(data, config, str(source), manifest.features)
+        return check(data, str(source), manifest.features)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - one file's surprise must not sink the other files of the run
         raise DataError(str(source), [Violation("unprocessable", bounded(_first_line(exc)))]) from None
-    record = _record(typed, config.time_column, source, sha256)
-    store.accept(manifest, typed, record, features)
-    return record
-
-
-def _checked(data: bytes, config: ModelConfig, source: str, pinned: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
-    frame = read_table(data, source)
-    schema = schema_for(config, frame.columns, pinned)
-    return check_batch(frame, schema, config, source), schema.features
 
 
 def _first_line(exc: Exception) -> str:
@@ -178,9 +204,9 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _record(frame: pl.DataFrame, time_column: str | None, source: Path, sha256: str) -> BatchRecord:
+def _record(frame: pl.DataFrame, time_column: str | None, source: Path, sha256: str, origin: str) -> BatchRecord:
     time_min = time_max = None
-    if time_column:
+    if time_column and time_column in frame.columns:
         times = frame[time_column].drop_nulls()
         if len(times):
             time_min, time_max = str(times.min()), str(times.max())
@@ -193,4 +219,5 @@ def _record(frame: pl.DataFrame, time_column: str | None, source: Path, sha256: 
         time_max=time_max,
         source=str(source.absolute()),
         ingested_at=utc_now(),
+        origin=origin,
     )

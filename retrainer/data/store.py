@@ -6,6 +6,8 @@ Layout under the data root::
     <model>/batches/<batch_id>.parquet  read-only typed copy of each accepted batch
     <model>/quarantine/<stamp>-<name>   byte copy of each rejected file, plus <...>.reason.json
     <model>/.lock                    serialises writers across processes
+    <model>/traffic/...              the same layout for unlabelled inference batches
+    <model>/labels/...               the same layout for accepted label files
 
 The manifest is the source of truth: a batch file it does not list (a crash between the two
 renames) is ignored, and re-ingesting the same file rewrites it under the same id.
@@ -43,6 +45,8 @@ class BatchRecord:
     time_max: str | None
     source: str
     ingested_at: str
+    origin: str = "ingest"
+    lineage: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass
@@ -75,11 +79,22 @@ def utc_now() -> str:
 
 
 class BatchStore:
-    """Filesystem store of one model's batches. Creates nothing until a write."""
+    """Filesystem store of one model's batches. Creates nothing until a write.
 
-    def __init__(self, root: Path, model: str) -> None:
+    Args:
+        root: The data root.
+        model: The model's name.
+        area: ``None`` for the labelled batches; ``traffic`` or ``labels`` for the model's
+            inference batches or label files, kept beside them in the same layout.
+
+    ``origin`` of a labelled batch says how it came: ``ingest`` (a labelled file) or ``joined``
+    (inference rows whose labels came later, with the label files and inference batches named in
+    ``lineage``).
+    """
+
+    def __init__(self, root: Path, model: str, area: str | None = None) -> None:
         self.model = model
-        self.directory = root / model
+        self.directory = root / model / area if area else root / model
         self.batches_dir = self.directory / "batches"
         self.quarantine_dir = self.directory / "quarantine"
         self.manifest_path = self.directory / "manifest.json"

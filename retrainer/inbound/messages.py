@@ -28,7 +28,7 @@ import json
 import posixpath
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -93,10 +93,14 @@ class DriftAlert(_Message):
 
 
 class DataNotice(_Message):
-    """New labelled files for a model, to be ingested."""
+    """New files for a model: labelled batches to ingest, inference traffic to observe, or late labels.
+
+    ``kind`` says which (default ``labelled``); the files start the ingest, observe or label flow.
+    """
 
     notice_id: MessageId | None = None
     files: list[str] = Field(min_length=1, max_length=1000)
+    kind: Literal["labelled", "inference", "labels"] = "labelled"
 
     @field_validator("files")
     @classmethod
@@ -203,4 +207,6 @@ def drift_event(alert: DriftAlert) -> events.Event | None:
 
 def data_event(notice: DataNotice) -> events.Event:
     """The ``data.arrived`` event of a notice, labelled so that the ingest deployment runs."""
-    return events.files_landed(model=notice.model, files=notice.files, source=notice.source, notice_id=notice.key)
+    return events.files_landed(
+        model=notice.model, files=notice.files, source=notice.source, notice_id=notice.key, kind=notice.kind
+    )

@@ -70,14 +70,17 @@ def drift_alert(
     return alert.model_copy(update={"alert_id": alert.key})
 
 
-def data_notice(model: str, files: list[Path], *, source: str, notice_id: str | None = None) -> DataNotice:
-    """Build a validated new-data notice; the files are sent as absolute paths.
+def data_notice(
+    model: str, files: list[Path], *, source: str, notice_id: str | None = None, kind: str = "labelled"
+) -> DataNotice:
+    """Build a validated new-data notice (``kind``: labelled, inference or labels); files are sent absolute.
 
     Raises:
         ConfigError: the values do not make a valid notice.
     """
     paths = [str(f.absolute()) for f in files]
-    notice = _validated(DataNotice, {"model": model, "source": source, "files": paths, "notice_id": notice_id})
+    fields = {"model": model, "source": source, "files": paths, "notice_id": notice_id, "kind": kind}
+    notice = _validated(DataNotice, fields)
     return notice.model_copy(update={"notice_id": notice.key})
 
 

@@ -25,6 +25,7 @@ def incident_events(check: DriftCheck, assessment: Assessment, report_uri: str) 
         report_uri=report_uri,
         champion_version=check.champion_version,
         batch_ids=check.batch_ids,
+        window_kind=check.window_kind,
     )
     model, key, reason = check.model, incident.key, f"drift incident {incident.key}"
     found = []

@@ -75,6 +75,12 @@ class DriftCheck:
     drift_detected: bool
     prediction: ColumnDrift | None
     performance: Performance | None
+    window_kind: str = "labelled"
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the checked window is labelled data (not unlabelled inference traffic)."""
+        return self.window_kind == "labelled"
 
     @property
     def alarming(self) -> bool:
@@ -88,7 +94,13 @@ class DriftCheck:
     def record(self) -> CheckRecord:
         """This check as the incident rules see it."""
         return CheckRecord(
-            self.check_id, self.checked_at, self.champion_version, self.batch_ids, self.alarming, self.drift_share
+            self.check_id,
+            self.checked_at,
+            self.champion_version,
+            self.batch_ids,
+            self.alarming,
+            self.drift_share,
+            self.labelled,
         )
 
     def summary(self, incident: str | None = None, action: str | None = None) -> dict[str, Any]:
@@ -99,6 +111,7 @@ class DriftCheck:
             "checked_at": self.checked_at.isoformat(timespec="seconds"),
             "champion_version": self.champion_version,
             "batch_ids": self.batch_ids,
+            "window_kind": self.window_kind,
             "rows": {"reference": self.reference_rows, "current": self.current_rows},
             "engine": self.engine,
             "drift_detected": self.drift_detected,
@@ -188,6 +201,7 @@ def check_window(
         drift_detected=detected,
         prediction=verdicts.get(PREDICTION),
         performance=window_performance(config, schema, current, champion_predictions, holdout_figure),
+        window_kind=window.kind,
     )
     return CheckResult(check, opened_report(check, report, drift))
 

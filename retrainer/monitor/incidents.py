@@ -94,6 +94,7 @@ class CheckRecord:
     batch_ids: list[str]
     alarming: bool
     drift_share: float
+    labelled: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class Incident:
     retrain_started_at: datetime | None = None
     closed_at: datetime | None = None
     resolution: str | None = None
+    waiting_for_labels_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,8 @@ def assess(
     """
     state = _rebaseline(state, check, now)
     checks = [*state.checks, check][-policy.n :]
-    newest = check.batch_ids[-1] if check.batch_ids else state.last_checked_batch
+    # Inference batches are not labelled batches: they do not move the labelled window's position.
+    newest = check.batch_ids[-1] if check.batch_ids and check.labelled else state.last_checked_batch
     state = replace(state, checks=checks, last_checked_batch=newest)
     if not check.alarming:
         return state, Assessment(Action.STABLE, state.open, "no drift and no degraded performance")
@@ -288,7 +291,7 @@ def retrain_started(state: IncidentState, at: datetime, key: str | None, event_i
         answered_incidents=incidents,
     )
     if state.open is not None and key == state.open.key:
-        state = replace(state, open=replace(state.open, retrain_started_at=at))
+        state = replace(state, open=replace(state.open, retrain_started_at=at, waiting_for_labels_since=None))
     return state
 
 
@@ -431,6 +434,29 @@ def retrain_finished(state: IncidentState, at: datetime, outcome: str, promoted:
     return state
 
 
+def retrain_waits_for_labels(state: IncidentState, at: datetime, key: str | None) -> IncidentState:
+    """A retrain found too few labels to answer incident ``key``: it ends, the incident stays open and waits.
+
+    The incident no longer counts as answered, so the retrain that joined labels start
+    (``labels.joined``) can answer it; until then new checks attach to it as to any open incident.
+    """
+    state = replace(
+        state,
+        retrain_in_flight_since=None,
+        answered_incidents=[k for k in state.answered_incidents if k != key],
+    )
+    if state.open is not None and state.open.key == key:
+        state = replace(state, open=replace(state.open, retrain_started_at=None, waiting_for_labels_since=at))
+    return state
+
+
+def waiting_for_labels(state: IncidentState) -> str | None:
+    """The open incident a retrain waits on for labels, if any."""
+    if state.open is not None and state.open.waiting_for_labels_since is not None:
+        return state.open.key
+    return None
+
+
 def retrain_failed(state: IncidentState, at: datetime, how: str) -> IncidentState:
     """Record a retrain that failed or crashed: its incident closes unresolved, its checks still count."""
     state = replace(state, retrain_in_flight_since=None)
@@ -553,8 +579,8 @@ def _holder(raw: dict[str, Any] | None) -> SlotHolder | None:
 
 
 def _incident(raw: dict[str, Any]) -> Incident:
-    times = ("opened_at", "retrain_started_at", "closed_at")
-    return Incident(**{**raw, **{name: _when(raw[name]) for name in times}})
+    times = ("opened_at", "retrain_started_at", "closed_at", "waiting_for_labels_since")
+    return Incident(**{**raw, **{name: _when(raw.get(name)) for name in times}})
 
 
 def _when(text: str | None) -> datetime | None:

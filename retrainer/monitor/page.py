@@ -52,6 +52,8 @@ def verdict_lines(check: DriftCheck, report: EvidentlyRun, drift: DriftConfig) -
         f"{verdict}: {drifted} of {len(check.columns)} features drifted "
         f"(share {check.drift_share:.2f}; dataset drift needs {drift.drift_share:.2f}).",
     ]
+    if not check.labelled:
+        lines.append("The window is unlabelled inference traffic: drift only, performance waits for its labels.")
     if check.prediction is not None:
         moved = "drifted" if check.prediction.drifted else "did not drift"
         lines.append(f"The champion's predictions {moved} ({_scored(check.prediction)}).")

@@ -37,6 +37,7 @@ def log_check(registry: Registry, result: CheckResult) -> str:
         "retrainer.champion_version": check.champion_version,
         "retrainer.batch_ids": ",".join(check.batch_ids),
         "retrainer.check_id": check.check_id,
+        "retrainer.window_kind": check.window_kind,
     }
     run_id = registry.start_run(check.model, check.check_id, params, tags, purpose="monitoring")
     registry.log_metrics(run_id, check_metrics(check))
@@ -55,6 +56,7 @@ def check_markdown(check: DriftCheck, assessment: Assessment, report_uri: str) -
         f"**{assessment.action.value}: {assessment.reason}**\n\n"
         f"- dataset: {verdict}, {check.drift_share:.0%} of features drifted\n"
         f"- window: {', '.join(check.batch_ids)} ({check.current_rows} rows) vs {check.reference_rows} reference rows\n"
+        f"- data: {_kind(check)}\n"
         f"- statistics: {_ENGINES[check.engine]}\n"
         f"- incident: {assessment.incident.key if assessment.incident else '—'}\n"
         f"- [Evidently report]({report_uri})"
@@ -82,6 +84,12 @@ def check_markdown(check: DriftCheck, assessment: Assessment, report_uri: str) -
         columns = ["metric", "labelled rows", "window", "holdout", "change", "degraded"]
         parts.append(table("Champion performance on the window", columns, rows))
     return "\n\n".join(parts)
+
+
+def _kind(check: DriftCheck) -> str:
+    if check.labelled:
+        return "labelled batches"
+    return "unlabelled inference traffic (drift of features and predictions; performance is judged when labels join)"
 
 
 def _degraded(performance: Performance) -> str:

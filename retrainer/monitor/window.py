@@ -18,9 +18,19 @@ from retrainer.monitor.reference import served_predictions
 
 @dataclass(frozen=True)
 class Window:
-    """The accepted batches a check covers, oldest first."""
+    """The batches a check covers, oldest first: labelled batches, or unlabelled inference traffic.
+
+    ``kind`` is ``labelled`` or ``inference``; an inference window has no target, so the check
+    measures drift (features and predictions) but not performance.
+    """
 
     batches: list[BatchRecord]
+    kind: str = "labelled"
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the window is labelled data (not inference traffic)."""
+        return self.kind == "labelled"
 
     @property
     def batch_ids(self) -> list[str]:
@@ -30,7 +40,8 @@ class Window:
     @property
     def label(self) -> str:
         """How error messages name the window."""
-        return f"window {','.join(self.batch_ids)}"
+        what = "window" if self.labelled else "inference window"
+        return f"{what} {','.join(self.batch_ids)}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,18 @@ def next_window(
         NoDataError: as :func:`select_window`.
     """
     return select_window(store.manifest(), window, book.read().last_checked_batch, batch_id)
+
+
+def traffic_window(traffic: BatchStore, window: DriftWindow, batch_id: str | None = None) -> Window:
+    """The inference batch ``batch_id``, or the newest ``window.batches`` inference batches.
+
+    Raises:
+        NoDataError: no inference batch observed yet, or ``batch_id`` is not one.
+    """
+    chosen = select_window(traffic.manifest(), window.model_copy(update={"mode": "latest"}), None, batch_id)
+    if chosen is None:
+        raise NoDataError(traffic.model, "no inference batch observed yet")
+    return Window(chosen.batches, kind="inference")
 
 
 def read_window(store: BatchStore, window: Window, schema: Schema) -> pl.DataFrame:

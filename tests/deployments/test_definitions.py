@@ -38,7 +38,7 @@ def test_served_deployments_carry_exactly_the_rendered_triggers_and_schedules() 
     project = parse_project(demo_config(), "demo")
     served = {d.flow_name: d for d in deployments(project)}
     rendered = {d["entrypoint"].rsplit(":", 1)[1]: d for d in yaml.safe_load(render(project, "3"))["deployments"]}
-    assert set(served) == set(rendered) == {"ingest", "monitor", "retrain", "rollback"}
+    assert set(served) == set(rendered) == {"ingest", "observe", "label", "monitor", "retrain", "rollback"}
     for name, deployment in served.items():
         as_served = [_trigger_fields(t) for t in deployment.triggers]
         assert as_served == rendered[name].get("triggers", []), name
@@ -87,8 +87,13 @@ def test_every_model_event_that_should_start_work_has_exactly_one_trigger() -> N
             by_event.setdefault(key, []).append(flow_name)
     assert by_event == {
         (events.DATA_ARRIVED, "ingest"): ["ingest"],
+        (events.DATA_ARRIVED, "observe"): ["observe"],
+        (events.DATA_ARRIVED, "label"): ["label"],
         (events.DATA_ARRIVED, "monitor"): ["monitor"],
         (events.DATA_ARRIVED, "retrain"): ["retrain"],
+        (events.DATA_OBSERVED, "monitor"): ["monitor"],
+        (events.LABELS_JOINED, "monitor"): ["monitor"],
+        (events.LABELS_JOINED, "retrain"): ["retrain"],
         (events.DRIFT_DETECTED, None): ["retrain"],
         (events.PERFORMANCE_DEGRADED, None): ["retrain"],
     }
@@ -121,6 +126,16 @@ def _made_events() -> dict[str, events.Event]:
         "source": "/a.csv",
     }
     evidence = events.DriftEvidence(check_id="c1", drift_share=0.5, drift_detected=True)
+    joined: dict[str, Any] = {
+        "model": "churn",
+        "batch_id": "j1",
+        "rows": 10,
+        "label_files": ["l1"],
+        "inference_batches": ["t1"],
+        "pending_rows": 0,
+        "lag_median_seconds": 60.0,
+        "lag_max_seconds": 90.0,
+    }
     incident = {"model": "churn", "incident_key": "churn:v1:c1", "reason": "drift incident churn:v1:c1"}
     decided: dict[str, Any] = {
         "model": "churn",
@@ -131,6 +146,15 @@ def _made_events() -> dict[str, events.Event]:
     }
     return {
         "files_landed": events.files_landed(model="churn", files=["/a.csv"], source="airflow", notice_id="n1"),
+        "files_landed/inference": events.files_landed(
+            model="churn", files=["/a.csv"], source="airflow", notice_id="n2", kind="inference"
+        ),
+        "files_landed/labels": events.files_landed(
+            model="churn", files=["/a.csv"], source="airflow", notice_id="n3", kind="labels"
+        ),
+        "data_observed": events.data_observed(model="churn", **batch),
+        "labels_joined/monitor": events.labels_joined(**joined, waiting_incident=None),
+        "labels_joined/retrain": events.labels_joined(**joined, waiting_incident="churn:v1:c1"),
         "data_arrived/monitor": events.data_arrived(model="churn", **batch, retrain_directly=False),
         "data_arrived/retrain": events.data_arrived(model="churn", **batch, retrain_directly=True),
         "data_rejected": events.data_rejected(model="churn", source=Path("/a.csv"), violations=[], quarantined=None),
@@ -171,10 +195,16 @@ def test_triggers_match_on_the_shared_pattern() -> None:
 
 
 def test_each_constructed_event_starts_exactly_the_deployment_meant_for_it() -> None:
-    served = {t.name: t for flow_name in ("ingest", "monitor", "retrain", "rollback") for t in triggers(flow_name)}
+    flows = ("ingest", "observe", "label", "monitor", "retrain", "rollback")
+    served = {t.name: t for flow_name in flows for t in triggers(flow_name)}
     fired = {label: sorted(n for n, t in served.items() if _fires(t, e)) for label, e in _made_events().items()}
     assert fired == {
         "files_landed": ["ingest-on-data-notice"],
+        "files_landed/inference": ["observe-on-data-notice"],
+        "files_landed/labels": ["label-on-data-notice"],
+        "data_observed": ["monitor-on-traffic"],
+        "labels_joined/monitor": ["monitor-on-joined-labels"],
+        "labels_joined/retrain": ["retrain-on-joined-labels"],
         "data_arrived/monitor": ["monitor-on-new-data"],
         "data_arrived/retrain": ["retrain-on-new-data"],
         "data_rejected": [],
@@ -188,7 +218,7 @@ def test_each_constructed_event_starts_exactly_the_deployment_meant_for_it() -> 
 
 
 def test_every_payload_field_a_trigger_reads_is_in_the_events_it_fires_on() -> None:
-    served = [t for flow_name in ("ingest", "monitor", "retrain") for t in triggers(flow_name)]
+    served = [t for flow_name in ("ingest", "observe", "label", "monitor", "retrain") for t in triggers(flow_name)]
     made = _made_events().values()
     for trigger in served:
         wanted = _payload_paths([str(v) for v in trigger.parameters.values()])

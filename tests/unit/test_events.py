@@ -27,6 +27,7 @@ DRIFT_KEYS = {
     "champion_version": (str, type(None)),
     "batch_ids": list,
     "check_id": str,
+    "window_kind": str,
 }
 
 
@@ -147,9 +148,60 @@ def test_files_landed_asks_the_ingest_to_run_on_them() -> None:
     assert event.name == events.DATA_ARRIVED
     _assert_on_model(event, "churn", {events.NEW_DATA_ACTION: events.INGEST})
     assert event.related == [{"prefect.resource.id": "retrainer.source.airflow", "prefect.resource.role": "source"}]
-    assert event.payload == {"files": ["/landing/a.parquet"], "source": "airflow", "notice_id": "dag-7"}
-    _assert_payload_types(event.payload, {"files": list, "source": str, "notice_id": str})
+    assert event.payload == {
+        "files": ["/landing/a.parquet"],
+        "source": "airflow",
+        "notice_id": "dag-7",
+        "kind": "labelled",
+    }
+    _assert_payload_types(event.payload, {"files": list, "source": str, "notice_id": str, "kind": str})
     _assert_keyed(event, made(), "churn:notice:airflow:dag-7")
+
+
+@pytest.mark.parametrize(("kind", "action"), [("inference", events.OBSERVE), ("labels", events.LABEL)])
+def test_files_landed_of_traffic_or_labels_start_the_observe_or_label_flow(kind: str, action: str) -> None:
+    event = events.files_landed(model="churn", files=["/landing/t.parquet"], source="gw", notice_id="n", kind=kind)
+    _assert_on_model(event, "churn", {events.NEW_DATA_ACTION: action})
+    assert event.payload["kind"] == kind
+
+
+def test_data_observed_asks_the_monitor_to_check_the_traffic_batch() -> None:
+    def made() -> events.Event:
+        return events.data_observed(
+            model="churn", batch_id="t1", sha256="ab", rows=5, time_min=None, time_max=None, source="/t.parquet"
+        )
+
+    event = made()
+    assert event.name == events.DATA_OBSERVED
+    _assert_on_model(event, "churn", {events.NEW_DATA_ACTION: events.MONITOR})
+    types = {"batch_id": str, "sha256": str, "rows": int, "source": str, "kind": str}
+    _assert_payload_types(event.payload, {**types, "time_min": type(None), "time_max": type(None)})
+    assert event.payload["kind"] == "inference"
+    _assert_keyed(event, made(), "churn:observed:t1")
+
+
+@pytest.mark.parametrize(("waiting", "action"), [(None, events.MONITOR), ("churn:v2:check-1", events.RETRAIN)])
+def test_labels_joined_asks_the_monitor_or_the_waiting_retrain(waiting: str | None, action: str) -> None:
+    def made() -> events.Event:
+        return events.labels_joined(
+            model="churn",
+            batch_id="j1",
+            rows=600,
+            label_files=["l1"],
+            inference_batches=["t1", "t2"],
+            pending_rows=40,
+            lag_median_seconds=172_800.0,
+            lag_max_seconds=None,
+            waiting_incident=waiting,
+        )
+
+    event = made()
+    assert event.name == events.LABELS_JOINED
+    _assert_on_model(event, "churn", {events.NEW_DATA_ACTION: action})
+    assert event.payload["incident_key"] == waiting and event.payload["rows"] == 600
+    assert event.payload["inference_batches"] == ["t1", "t2"] and event.payload["lag_max_seconds"] is None
+    assert event.related == ([events.incident_resource(waiting)] if waiting else [])
+    _assert_keyed(event, made(), "churn:joined:j1")
 
 
 @pytest.mark.parametrize("quarantined", [Path("/home/quarantine/a.csv"), None])
@@ -220,6 +272,7 @@ def test_drift_detected_opens_an_incident_with_its_evidence() -> None:
         "champion_version": "3",
         "batch_ids": ["b1", "b2"],
         "check_id": "check-002",
+        "window_kind": "labelled",
     }
     _assert_keyed(event, made(), key)
 

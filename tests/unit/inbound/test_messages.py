@@ -32,6 +32,7 @@ MONITOR_PAYLOAD_KEYS = {
     "champion_version",
     "batch_ids",
     "check_id",
+    "window_kind",
 }
 
 
@@ -128,7 +129,12 @@ def test_data_notice_becomes_an_ingest_request_for_its_files() -> None:
     event = data_event(notice)
     assert event.name == events.DATA_ARRIVED
     assert event.resource[events.NEW_DATA_ACTION] == events.INGEST
-    assert event.payload == {"files": ["/landing/2026-11-27.parquet"], "source": "airflow", "notice_id": "dag-7"}
+    assert event.payload == {
+        "files": ["/landing/2026-11-27.parquet"],
+        "source": "airflow",
+        "notice_id": "dag-7",
+        "kind": "labelled",
+    }
     assert event.id == events.event_id_for("retrainer.data.arrived:churn:notice:airflow:dag-7")
     assert {"prefect.resource.id": "retrainer.source.airflow", "prefect.resource.role": "source"} in event.related
 

@@ -106,6 +106,7 @@ def test_a_check_is_recorded_as_a_monitoring_run(champion: Champion, checked: Ch
         "retrainer.champion_version": check.champion_version,
         "retrainer.batch_ids": champion.newer.batch_id,
         "retrainer.check_id": check.check_id,
+        "retrainer.window_kind": "labelled",
     }
     assert run.data.metrics == pytest.approx(check_metrics(check))
     assert {"drift_share", "prediction_drift_score", "window_roc_auc"} <= set(run.data.metrics)

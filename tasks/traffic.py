@@ -1,0 +1,118 @@
+"""Traffic and label tasks: observe an inference file, keep a label file, join the labels; announce each."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from retrainer import events
+from retrainer.config import ModelConfig
+from retrainer.data.ingest import IngestOutcome, IngestReport
+from retrainer.data.traffic import JoinReport, join_labels, label_file, observe_file
+from retrainer.monitor.incidents import waiting_for_labels
+from tasks._common import artifact_key, workspace
+from tasks.ingest import rejected_event
+
+
+@task(name="observe-file", cache_policy=NO_CACHE, task_run_name="observe-{source}")
+def observe_one(model: str, config: ModelConfig, source: str) -> IngestOutcome:
+    """Check the inference file ``source`` against ``model``'s contract (no target); store or quarantine it."""
+    return observe_file(workspace().data(model), config, Path(source))
+
+
+@task(name="label-file", cache_policy=NO_CACHE, task_run_name="label-{source}")
+def label_one(model: str, config: ModelConfig, source: str) -> IngestOutcome:
+    """Check the label file ``source`` whole; keep it for joining, or quarantine it whole."""
+    return label_file(workspace().data(model), config, Path(source))
+
+
+@task(name="join-labels", cache_policy=NO_CACHE)
+def join_waiting_labels(model: str, config: ModelConfig) -> JoinReport:
+    """Join every waiting label whose inference row is stored into a new labelled batch; expire the overdue."""
+    report = join_labels(workspace().data(model), config)
+    print(f"{model}: {report.joined_rows} label(s) joined, {report.pending_rows} waiting for their rows")
+    return report
+
+
+@task(name="describe-observed", cache_policy=NO_CACHE)
+def observe_events(model: str, outcomes: list[IngestOutcome]) -> list[events.Event]:
+    """One ``data.observed`` or ``data.rejected`` event per inference file."""
+    return [_observed(model, o) if o.accepted is not None else rejected_event(model, o) for o in outcomes]
+
+
+def _observed(model: str, outcome: IngestOutcome) -> events.Event:
+    batch = outcome.accepted
+    if batch is None:
+        raise ValueError("an accepted outcome is needed")
+    return events.data_observed(
+        model=model,
+        batch_id=batch.batch_id,
+        sha256=batch.sha256,
+        rows=batch.rows,
+        time_min=batch.time_min,
+        time_max=batch.time_max,
+        source=batch.source,
+    )
+
+
+@task(name="describe-labels", cache_policy=NO_CACHE)
+def label_events(model: str, outcomes: list[IngestOutcome]) -> list[events.Event]:
+    """A ``data.rejected`` event per refused label file (accepted files are announced when they join)."""
+    return [rejected_event(model, o) for o in outcomes if o.accepted is None]
+
+
+@task(name="describe-join", cache_policy=NO_CACHE)
+def join_events(model: str, report: JoinReport) -> list[events.Event]:
+    """``labels.joined`` for the joined batch, naming the incident a retrain waits on, if any."""
+    batch = report.batch
+    if batch is None:
+        return []
+    waiting = waiting_for_labels(workspace().incidents(model).read())
+    lag = report.lag
+    return [
+        events.labels_joined(
+            model=model,
+            batch_id=batch.batch_id,
+            rows=batch.rows,
+            label_files=[f["batch_id"] for f in batch.lineage.get("label_files", [])],
+            inference_batches=list(batch.lineage.get("inference_batches", [])),
+            pending_rows=report.pending_rows,
+            lag_median_seconds=_finite(lag.median_seconds) if lag else None,
+            lag_max_seconds=_finite(lag.max_seconds) if lag else None,
+            waiting_incident=waiting,
+        )
+    ]
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@task(name="publish-file-report", cache_policy=NO_CACHE)
+def publish_file_report(model: str, kind: str, outcomes: list[IngestOutcome], joined: JoinReport) -> IngestReport:
+    """Table artifact: one row per file, plus the join; returns the files' summary."""
+    rows = [
+        {
+            "file": str(o.source),
+            "result": "accepted" if o.ok else ("quarantined" if o.quarantined else "refused"),
+            "batch_id": o.accepted.batch_id if o.accepted else "",
+            "rows": o.accepted.rows if o.accepted else 0,
+            "detail": str(o.error) if o.error else "",
+        }
+        for o in outcomes
+    ]
+    rows.append(
+        {
+            "file": "(join)",
+            "result": joined.summary,
+            "batch_id": joined.batch.batch_id if joined.batch else "",
+            "rows": joined.joined_rows,
+            "detail": f"label lag {joined.lag.text}" if joined.lag else "",
+        }
+    )
+    create_table_artifact(rows, key=artifact_key(kind, model), description=f"{kind} files for {model}")
+    return IngestReport.of(outcomes)
