@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/bench.py, when
 from bench import Run, _machine, _versions, run
 from retrainer.data.synth import demo_config, make_batch
 
-ID = "customer_id"
+ID = "request_id"
 MODEL = "churn"
 FEATURES = 16
 
@@ -221,7 +221,7 @@ def _render(args: argparse.Namespace, results: dict[str, Any]) -> str:
 - Total wall time: {results["total_seconds"] / 60:.1f} min
 
 Each step ran in a fresh process; the figures are its wall time and its own peak RSS (`wait4`).
-Seeded churn data: 20 features (18 numeric, 2 categorical), `customer_id`, `event_time`.
+Seeded churn data: 20 features (18 numeric, 2 categorical), `request_id`, `event_time`.
 
 | step | rows | wall time | peak RSS |
 |---|---:|---:|---:|

@@ -88,15 +88,12 @@ def trigger_specs() -> dict[str, list[dict[str, Any]]]:
                 events.RETRAIN,
                 within=RETRAIN_COALESCE_SECONDS,
             ),
+            # Not coalesced: every join may be the one that brings enough labels (repeats end Duplicate).
             _spec(
                 "retrain-on-joined-labels",
                 events.LABELS_JOINED,
-                {
-                    **incident,
-                    "reason": "labels joined for {{ event.payload.incident_key }}",
-                },
+                {**incident, "reason": "labels joined for {{ event.payload.incident_key }}"},
                 events.RETRAIN,
-                within=RETRAIN_COALESCE_SECONDS,
             ),
         ],
     }

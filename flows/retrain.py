@@ -73,11 +73,11 @@ def retrain(
         duplicate = claim_retrain_slot(model, config, trigger)
         if duplicate is not None:
             return Completed(name=Outcome.DUPLICATE.value, message=f"{model}: {duplicate}")
+        trigger = attached_alerts(model, trigger)  # the alerts the server coalesced into this run
         labels = count_incident_labels(model, config, trigger)
         if labels is not None and labels.waits:
             wait_for_labels(model, labels)
             return Completed(name=Outcome.WAITING_FOR_LABELS.value, message=f"{model}: {labels.note}")
-        trigger = attached_alerts(model, trigger)  # the alerts the server coalesced into this run
         progress = start_progress(model)
         split = plan_training_data(model, config)
         frames = load_training_frames(model, config, split)

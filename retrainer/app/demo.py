@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from prefect import State
 
 MODEL = "churn"
-ID = "customer_id"
+ID = "request_id"
 MARKER = ".retrainer-demo"
 ROWS = 20_000
 WAIT_SECONDS = 240.0

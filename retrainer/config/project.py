@@ -339,9 +339,12 @@ class ModelConfig(_Strict):
     def _column_problems(self) -> list[str]:
         reserved = self.reserved_columns
         problems = []
-        special = [c for c in (self.time_column, self.id_column, self.labels.time_column) if c]
+        columns = (self.time_column, self.id_column, self.labels.time_column, self.labels.prediction_column)
+        special = [c for c in columns if c]
         if self.target in special or len(set(special)) != len(special):
-            problems.append("target, time_column, id_column and labels.time_column must be distinct columns")
+            problems.append(
+                "target, time_column, id_column, labels.time_column and labels.prediction_column must be distinct"
+            )
         if self.features is not None:
             clash = reserved.intersection(self.features)
             if clash:

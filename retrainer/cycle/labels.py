@@ -69,12 +69,9 @@ def count_labels(
         needed: ``labels.min_rows_after_incident``.
     """
     incident = state.open
-    if key is None or incident is None or incident.key != key:
+    if key is None or incident is None or incident.key != key or not incident.traffic_batches:
         return None
-    checks = [c for c in state.checks if c.check_id in incident.check_ids and not c.labelled]
-    if not checks:
-        return None
-    window = sorted({b for c in checks for b in c.batch_ids})
+    window = incident.traffic_batches
     rows = {b.batch_id: b.rows for b in traffic.batches}
     joined = [b.lineage.get("rows_by_inference_batch", {}) for b in labelled.batches if b.origin == JOINED]
     opened = incident.opened_at

@@ -80,8 +80,10 @@ def schema_for(config: ModelConfig, columns: list[str], pinned: list[str] | None
     return Schema(features, dict(config.categorical), config.target, config.time_column)
 
 
-def read_table(data: bytes, source: str) -> pl.DataFrame:
+def read_table(data: bytes, source: str, text_columns: tuple[str, ...] = ()) -> pl.DataFrame:
     """Parse a Parquet or CSV (UTF-8) file's bytes.
+
+    ``text_columns`` of a CSV are read as written, never inferred (an id ``007`` stays ``007``).
 
     Raises:
         DataError: unsupported extension, undecodable text, or a file polars cannot parse.
@@ -97,7 +99,8 @@ def read_table(data: bytes, source: str) -> pl.DataFrame:
             raise DataError(source, [Violation("encoding", detail)]) from None
     try:
         if suffix == ".csv":
-            return pl.read_csv(io.BytesIO(data), infer_schema_length=10_000)
+            overrides = dict.fromkeys(text_columns, pl.String)
+            return pl.read_csv(io.BytesIO(data), infer_schema_length=10_000, schema_overrides=overrides)
         return pl.read_parquet(io.BytesIO(data))
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -176,8 +179,12 @@ def check_inference(frame: pl.DataFrame, schema: Schema, config: ModelConfig, so
     if schema.target in frame.columns:
         detail = "an inference batch must not carry the target: ingest labelled rows with `retrainer ingest`"
         violations.append(Violation("target_in_inference", detail, schema.target))
+    if id_column in schema.features:
+        detail = "the id column is one of the model's pinned features (batches ingested before id_column was set)"
+        violations.append(Violation("id_is_feature", detail, id_column))
     typed = check_batch(frame, schema, config, source, observed=violations)
-    return typed.with_columns(id_text(id_column, frame.schema[id_column]))
+    # From the file as read: a cast of the typed frame would spell the ids otherwise.
+    return typed.with_columns(frame.select(id_text(id_column, frame.schema[id_column]))[id_column])
 
 
 def check_labels(frame: pl.DataFrame, config: ModelConfig, source: str) -> pl.DataFrame:
@@ -209,9 +216,16 @@ def check_labels(frame: pl.DataFrame, config: ModelConfig, source: str) -> pl.Da
 
 
 def _datetime(frame: pl.DataFrame, column: str) -> pl.Expr:
-    if frame.schema[column] == pl.String:
-        return pl.col(column).str.to_datetime(strict=False, time_unit="us")
-    return pl.col(column).cast(pl.Datetime("us"), strict=False)
+    """A label time as naive UTC: text with or without an offset (``Z``, ``+05:00``), or a timestamp."""
+    dtype = frame.schema[column]
+    if dtype == pl.String:
+        parsed = pl.col(column).str.to_datetime(strict=False, time_unit="us", time_zone="UTC")
+        return parsed.dt.replace_time_zone(None)
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        return pl.col(column).dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(pl.Datetime("us"))
+    if isinstance(dtype, pl.Datetime | pl.Date):
+        return pl.col(column).cast(pl.Datetime("us"))
+    return pl.lit(None, dtype=pl.Datetime("us")).alias(column)
 
 
 def id_text(column: str, dtype: pl.DataType) -> pl.Expr:

@@ -103,7 +103,7 @@ def demo_config() -> dict[str, object]:
                 "target": "churned",
                 "categorical": {"plan": PLANS, "region": REGIONS},
                 "time_column": "event_time",
-                "id_column": "customer_id",
+                "id_column": "request_id",
                 "labels": {"time_column": "label_time"},
                 "slices": ["plan"],
                 "lightgbm": {"learning_rate": 0.05, "num_leaves": 31, "n_estimators": 400},

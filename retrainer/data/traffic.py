@@ -36,7 +36,6 @@ import polars as pl
 
 from retrainer.config import ModelConfig
 from retrainer.data.contract import (
-    check_batch,
     check_inference,
     check_labels,
     flag_rows,
@@ -45,7 +44,7 @@ from retrainer.data.contract import (
 )
 from retrainer.data.ingest import Checker, IngestOutcome, ingest_file
 from retrainer.data.store import BatchRecord, BatchStore, Manifest, utc_now
-from retrainer.errors import DataError
+from retrainer.errors import DataError, Violation
 
 TRAFFIC, LABELS = "traffic", "labels"
 OBSERVED, LABEL_FILE, JOINED, EXPIRED = "observed", "label_file", "joined", "expired"
@@ -53,6 +52,7 @@ _FILE = "_label_file"
 _RECEIVED = "_received_at"
 _INFERENCE = "_inference_batch"
 _INFERRED_AT = "_inferred_at"
+_INTERNAL = {_FILE, _RECEIVED, _INFERENCE, _INFERRED_AT}
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def label_file(data: ModelData, config: ModelConfig, source: Path) -> IngestOutc
 
 def _inference_checker(config: ModelConfig, traffic: BatchStore, pinned: list[str] | None) -> Checker:
     def check(raw: bytes, source: str, traffic_pinned: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
-        frame = read_table(raw, source)
+        frame = read_table(raw, source, text_columns=(str(config.id_column),))
         schema = schema_for(config, frame.columns, pinned or traffic_pinned)
         typed = check_inference(frame, schema, config, source)
         _refuse_known_ids(typed, traffic, config, source)
@@ -192,10 +192,13 @@ def _refuse_known_ids(typed: pl.DataFrame, traffic: BatchStore, config: ModelCon
 
 def _label_checker(config: ModelConfig, labels: BatchStore) -> Checker:
     def check(raw: bytes, source: str, _: list[str] | None) -> tuple[pl.DataFrame, list[str]]:
-        typed = check_labels(read_table(raw, source), config, source)
         column = str(config.id_column)
-        earlier = _ids(labels, [b for b in labels.manifest().batches if b.origin == LABEL_FILE], column)
-        labelled = typed[column].is_in(earlier.implode())
+        typed = check_labels(read_table(raw, source, text_columns=(column,)), config, source)
+        batches = labels.manifest().batches
+        earlier = _ids(labels, [b for b in batches if b.origin == LABEL_FILE], column)
+        # A label that expired waiting for its row is no label: it may be sent again.
+        expired = _ids(labels, [b for b in batches if b.origin == EXPIRED], column)
+        labelled = typed[column].is_in(earlier.implode()) & ~typed[column].is_in(expired.implode())
         conflict = "label(s) for ids an earlier label file already labelled (the first label stands)"
         violations = flag_rows(typed, column, labelled, "label_conflict", conflict)
         if violations:
@@ -222,7 +225,8 @@ def join_labels(data: ModelData, config: ModelConfig, now: datetime | None = Non
         waiting = _waiting(data, labelled, labels, column)
         observed = _observed(data.traffic, traffic, column, config)
         joined = observed.join(waiting, on=column, how="inner").collect()
-        batch, lag = _store_joined(data, labelled, config, joined, labels) if joined.height else (None, None)
+        features = traffic.features
+        batch, lag = _store_joined(data, labelled, config, joined, labels, features) if joined.height else (None, None)
         still = waiting.join(observed.select(column), on=column, how="anti").collect()
         expired = _expire(data, labels, config, still, now)
         pending = still.height - sum(e.rows for e in expired)
@@ -254,12 +258,14 @@ def _waiting(data: ModelData, labelled: Manifest, labels: Manifest, column: str)
         for b in labelled.batches
         if b.origin == JOINED
     ]
-    done += [
-        pl.scan_parquet(data.labels.batch_path(b.batch_id)).select(column)
+    waiting = rows.join(pl.concat(done), on=column, how="anti") if done else rows
+    expired = [
+        pl.scan_parquet(data.labels.batch_path(b.batch_id)).select(column, _FILE)
         for b in labels.batches
         if b.origin == EXPIRED
     ]
-    return rows.join(pl.concat(done), on=column, how="anti") if done else rows
+    # An expired label is that file's label: the same id sent again in a later file waits anew.
+    return waiting.join(pl.concat(expired), on=[column, _FILE], how="anti") if expired else waiting
 
 
 def _observed(traffic_store: BatchStore, traffic: Manifest, column: str, config: ModelConfig) -> pl.LazyFrame:
@@ -268,26 +274,43 @@ def _observed(traffic_store: BatchStore, traffic: Manifest, column: str, config:
     if not batches:
         return pl.LazyFrame(schema={column: pl.String})
     time = config.time_column
+    label_time = config.labels.time_column
     frames = []
     for b in batches:
         arrived = _utc_text(pl.lit(b.ingested_at))
         frame = pl.scan_parquet(traffic_store.batch_path(b.batch_id)).with_columns(
             pl.lit(b.batch_id).alias(_INFERENCE), (pl.col(time) if time else arrived).alias(_INFERRED_AT)
         )
+        if label_time and label_time in b.columns:  # the label's own time comes from the label file
+            frame = frame.drop(label_time)
         frames.append(frame)
     return pl.concat(frames, how="diagonal_relaxed")
 
 
 def _store_joined(
-    data: ModelData, labelled: Manifest, config: ModelConfig, joined: pl.DataFrame, labels: Manifest
+    data: ModelData,
+    labelled: Manifest,
+    config: ModelConfig,
+    joined: pl.DataFrame,
+    labels: Manifest,
+    traffic_features: list[str] | None,
 ) -> tuple[BatchRecord, LabelLag]:
+    """Store the joined rows as one labelled batch.
+
+    Both halves were checked when they came (the traffic by the inference contract, the labels by
+    theirs), typed alike: the join adds no whole-batch rule (a feature null on the few rows that
+    joined is no reason to refuse them), only the columns the model needs.
+    """
     files = sorted(set(joined[_FILE].to_list()))
     inference = sorted(set(joined[_INFERENCE].to_list()))
     lag = _lag(joined, config)
     source = f"join of label file(s) {', '.join(files)}"
-    schema = schema_for(config, [c for c in joined.columns if not c.startswith("_")], labelled.features)
-    kept = [c for c in joined.columns if not c.startswith("_") and c != config.labels.time_column]
-    typed = check_batch(joined.select(kept), schema, config, source)
+    schema = schema_for(config, [], labelled.features or traffic_features)
+    kept = [c for c in joined.columns if c not in _INTERNAL and c != config.labels.time_column]
+    typed = joined.select(kept)
+    missing = [c for c in schema.required if c not in typed.columns]
+    if missing:  # the config changed since the rows were observed: no row of them can train
+        raise DataError(source, [Violation("missing_column", "absent from the observed rows", c) for c in missing])
     digest = hashlib.sha256("\n".join([*files, *inference, *sorted(typed[str(config.id_column)].to_list())]).encode())
     by_id = {b.batch_id: b for b in labels.batches}
     lineage: dict[str, Any] = {
@@ -372,7 +395,7 @@ def _expire(
         )
         everyone = pl.Series([True] * rows.height)
         error = DataError(record.source, flag_rows(rows, column, everyone, "unknown_id", detail))
-        kept = rows.drop(_FILE, _RECEIVED)
+        kept = rows.drop(_RECEIVED)
         named = Path(record.source)
         copy = data.labels.quarantine(_parquet_bytes(kept), named.with_name(f"{named.stem}.unknown-ids.parquet"), error)
         sha = hashlib.sha256(f"expired:{file_id}:{now.isoformat()}".encode()).hexdigest()

@@ -76,6 +76,7 @@ class DriftCheck:
     prediction: ColumnDrift | None
     performance: Performance | None
     window_kind: str = "labelled"
+    label_lag_seconds: float | None = None
 
     @property
     def labelled(self) -> bool:
@@ -112,6 +113,7 @@ class DriftCheck:
             "champion_version": self.champion_version,
             "batch_ids": self.batch_ids,
             "window_kind": self.window_kind,
+            "label_lag_seconds": self.label_lag_seconds,
             "rows": {"reference": self.reference_rows, "current": self.current_rows},
             "engine": self.engine,
             "drift_detected": self.drift_detected,
@@ -202,6 +204,7 @@ def check_window(
         prediction=verdicts.get(PREDICTION),
         performance=window_performance(config, schema, current, champion_predictions, holdout_figure),
         window_kind=window.kind,
+        label_lag_seconds=window.label_lag_seconds,
     )
     return CheckResult(check, opened_report(check, report, drift))
 

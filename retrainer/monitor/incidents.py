@@ -99,7 +99,12 @@ class CheckRecord:
 
 @dataclass(frozen=True)
 class Incident:
-    """Sustained drift (or degraded performance) of one champion, answered by one retrain."""
+    """Sustained drift (or degraded performance) of one champion, answered by one retrain.
+
+    ``traffic_batches`` are the inference batches among the checks that opened it (empty when they
+    were all labelled): a retrain answering it needs labels first (``retrainer.cycle.labels``).
+    ``waiting_for_labels_since`` is set while a retrain waits for them.
+    """
 
     key: str
     model: str
@@ -110,6 +115,7 @@ class Incident:
     closed_at: datetime | None = None
     resolution: str | None = None
     waiting_for_labels_since: datetime | None = None
+    traffic_batches: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,10 @@ def assess(
         champion_version=check.champion_version,
         opened_at=now,
         check_ids=[c.check_id for c in alarming],
+        # Only an incident no labelled check alarmed waits for labels: labelled evidence needs none.
+        traffic_batches=sorted({b for c in alarming for b in c.batch_ids})
+        if not any(c.labelled for c in alarming)
+        else [],
     )
     reason = f"{len(alarming)} of the last {len(checks)} checks alarmed (needed {policy.k} of {policy.n})"
     return replace(state, open=opened), Assessment(Action.OPENED, opened, reason)
@@ -425,12 +435,18 @@ def _remember(answered: list[str], new: list[str]) -> list[str]:
 
 
 def retrain_finished(state: IncidentState, at: datetime, outcome: str, promoted: bool) -> IncidentState:
-    """Record a retrain end; it closes the incident whose retrain it was and consumes its checks."""
+    """Record a retrain end; it closes the incident whose retrain it was and consumes its checks.
+
+    An incident waiting for labels closes too, whichever retrain finished (it trained on the newest
+    labelled data there is), and counts as answered: the retrain its labels would start is a duplicate.
+    """
     state = replace(state, retrain_in_flight_since=None)
     if promoted:
         state = replace(state, last_promotion_at=at)
-    if state.open is not None and state.open.retrain_started_at is not None:
-        state = _close(replace(state, checks=[]), at, outcome)
+    incident = state.open
+    if incident is not None and (incident.retrain_started_at is not None or incident.waiting_for_labels_since):
+        answered = _remember(state.answered_incidents, [incident.key])
+        state = _close(replace(state, checks=[], answered_incidents=answered), at, outcome)
     return state
 
 
@@ -451,8 +467,12 @@ def retrain_waits_for_labels(state: IncidentState, at: datetime, key: str | None
 
 
 def waiting_for_labels(state: IncidentState) -> str | None:
-    """The open incident a retrain waits on for labels, if any."""
-    if state.open is not None and state.open.waiting_for_labels_since is not None:
+    """The open incident of unlabelled traffic that new labels may let a retrain answer, if any.
+
+    Whether a retrain waits on it yet or not: the retrain's own dedupe decides (a retrain in flight
+    already answers it, a waiting one does not), so no join can slip between counting and waiting.
+    """
+    if state.open is not None and state.open.traffic_batches:
         return state.open.key
     return None
 

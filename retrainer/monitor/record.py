@@ -56,7 +56,7 @@ def check_markdown(check: DriftCheck, assessment: Assessment, report_uri: str) -
         f"**{assessment.action.value}: {assessment.reason}**\n\n"
         f"- dataset: {verdict}, {check.drift_share:.0%} of features drifted\n"
         f"- window: {', '.join(check.batch_ids)} ({check.current_rows} rows) vs {check.reference_rows} reference rows\n"
-        f"- data: {_kind(check)}\n"
+        f"- data: {_kind(check)}{_lag(check)}\n"
         f"- statistics: {_ENGINES[check.engine]}\n"
         f"- incident: {assessment.incident.key if assessment.incident else '—'}\n"
         f"- [Evidently report]({report_uri})"
@@ -90,6 +90,13 @@ def _kind(check: DriftCheck) -> str:
     if check.labelled:
         return "labelled batches"
     return "unlabelled inference traffic (drift of features and predictions; performance is judged when labels join)"
+
+
+def _lag(check: DriftCheck) -> str:
+    lag = check.label_lag_seconds
+    if lag is None:
+        return ""
+    return f"; labels joined late, median label lag {lag / 86_400:.1f} days"
 
 
 def _degraded(performance: Performance) -> str:

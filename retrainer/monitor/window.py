@@ -38,6 +38,13 @@ class Window:
         return [b.batch_id for b in self.batches]
 
     @property
+    def label_lag_seconds(self) -> float | None:
+        """The longest median label lag of the window's batches of late labels (None when it has none)."""
+        lags = [b.lineage.get("label_lag_seconds", {}).get("median") for b in self.batches]
+        known = [float(lag) for lag in lags if isinstance(lag, int | float) and lag == lag]
+        return max(known) if known else None
+
+    @property
     def label(self) -> str:
         """How error messages name the window."""
         what = "window" if self.labelled else "inference window"

@@ -69,7 +69,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterat
         [str(BIN / "retrainer"), "serve"], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        wait_for(lambda: len(post(prefect_api, "/deployments/filter", {})) >= 4, 300, "served deployments")
+        wait_for(lambda: len(post(prefect_api, "/deployments/filter", {})) >= 6, 300, "served deployments")
         time.sleep(3)  # automations reach the trigger service asynchronously
         yield project
     finally:
@@ -186,3 +186,63 @@ def test_a_signed_data_notice_runs_the_ingest_and_then_the_monitor(served: Proje
         return [r for r in runs if r["id"] not in monitors_before and not r["auto_scheduled"]]
 
     assert wait_for(new_monitors, 120, "the monitor started by the ingested batch")
+
+
+def test_unlabelled_traffic_and_its_late_labels_drive_the_flows_through_notices(
+    served: Project, prefect_api: str
+) -> None:
+    secret = "the-shared-secret-of-this-test"  # noqa: S105 (a test secret)
+    env = {**_environment(served, prefect_api), "RETRAINER_WEBHOOK_SECRET": secret}
+    if not BatchStore(served.home / "data", "churn").manifest().batches:  # run alone: bootstrap a champion
+        files = [served.file(f"boot{d}", make_batch(4000, seed=d, day=d)) for d in range(3)]
+        assert _cli(served, prefect_api, "ingest", "--model", "churn", *files).returncode == 0
+        assert _cli(served, prefect_api, "retrain", "--model", "churn", "--reason", "bootstrap").returncode == 0
+    drifted = make_batch(3000, seed=31, day=10, shift=1.0).with_row_index("request_id", offset=7_000_000)
+    traffic = served.file("traffic-day10", drifted.drop("churned"))
+    labels = served.file("labels-day12", drifted.select("request_id", "churned"))
+
+    def send(kind: str, path: str) -> None:
+        with start_receiver(served.root, env) as receiver:
+            command = [str(BIN / "retrainer"), "send", "--url", receiver.url, "--source", "gateway"]
+            sent = subprocess.run(
+                [*command, "data", "--model", "churn", "--kind", kind, path], env=env, capture_output=True, text=True
+            )
+        assert sent.returncode == 0, sent.stderr
+
+    send("inference", traffic)
+    [observed] = wait_for(
+        lambda: [r for r in _runs(prefect_api, "observe") if r["state_type"] == "COMPLETED"], 180, "the observe run"
+    )
+    assert observed["state_name"] == "Accepted" and observed["parameters"]["files"] == [traffic]
+    [checked] = wait_for(
+        lambda: [
+            r
+            for r in _runs(prefect_api, "monitor")
+            if r["parameters"].get("kind") == "inference" and r["state_name"] and r["state_type"] == "COMPLETED"
+        ],
+        180,
+        "the monitor started by data.observed",
+    )
+    assert checked["state_name"] == "Incident", checked["state_message"]
+    waiting = wait_for(
+        lambda: [r for r in _runs(prefect_api, "retrain") if r["state_name"] == "WaitingForLabels"],
+        240,
+        "the retrain that waits for labels",
+    )
+    incident = waiting[0]["parameters"]["incident_key"]
+
+    send("labels", labels)
+    wait_for(lambda: [r for r in _runs(prefect_api, "label") if r["state_name"] == "Accepted"], 180, "the label run")
+    [answered] = wait_for(
+        lambda: [
+            r
+            for r in _runs(prefect_api, "retrain")
+            if r["parameters"].get("event_name") == "retrainer.labels.joined" and r["state_type"] == "COMPLETED"
+        ],
+        300,
+        "the retrain started by labels.joined",
+    )
+    assert answered["parameters"]["incident_key"] == incident
+    assert answered["state_name"] in {"Promoted", "Rejected"}, answered["state_message"]
+    joined = [b for b in BatchStore(served.home / "data", "churn").manifest().batches if b.origin == "joined"]
+    assert [b.rows for b in joined] == [3000]

@@ -159,7 +159,7 @@ def serving(project: Project, prefect_api: str) -> Iterator[Sampler]:
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: len(post(prefect_api, "/deployments/filter", {})) >= 4, 300, "served deployments")
+        wait_for(lambda: len(post(prefect_api, "/deployments/filter", {})) >= 6, 300, "served deployments")
         time.sleep(3)  # automations reach the trigger service asynchronously
         yield sampler
     finally:

@@ -24,7 +24,7 @@ from tests.conftest import Project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 ROWS = 4000
-ID = "customer_id"
+ID = "request_id"
 
 
 def _config() -> dict[str, Any]:
@@ -82,6 +82,12 @@ def test_drifted_traffic_opens_an_incident_whose_retrain_waits_for_labels_and_ru
     status = model_status(ws, "churn")
     assert status["traffic"]["inference_batches"] == 1 and status["traffic"]["pending_labels"] == 300
     assert status["traffic"]["labelled_share"] == pytest.approx(0.5)
+
+    joined_batch = ws.store("churn").manifest().batches[-1].batch_id
+    performance = monitor(model="churn", batch_id=joined_batch, return_state=True)
+    judged = performance.result()
+    assert performance.name == "Attached" and judged["window_kind"] == "labelled"
+    assert judged["performance"]["rows"] == ROWS // 2 and judged["label_lag_seconds"] > 0
 
     second = retrain(
         model="churn",

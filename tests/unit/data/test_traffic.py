@@ -15,7 +15,7 @@ from retrainer.cycle.plan import load_frames, plan_split
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.data.traffic import JOINED, ModelData, join_labels, label_file, observe_file
 
-ID = "customer_id"
+ID = "request_id"
 
 
 def config_with(**sections: Any) -> ModelConfig:
@@ -200,3 +200,65 @@ def test_a_model_without_an_id_column_cannot_observe(tmp_path: Path) -> None:
     data = ModelData.of(tmp_path / "data", "churn")
     outcome = observe_file(data, config, write(day(20, seed=9, first_id=0).drop("churned"), tmp_path / "t.parquet"))
     assert outcome.error is not None and "no_id_column" in str(outcome.error)
+
+
+def test_a_label_sent_again_after_it_expired_waits_anew_and_joins(data: ModelData, tmp_path: Path) -> None:
+    rows = day(100, seed=12, first_id=0)
+    label_file(data, CONFIG, write(rows.select(ID, "churned"), tmp_path / "first.parquet"))
+    later = datetime.now(UTC) + timedelta(seconds=CONFIG.labels.pending_wait_seconds + 60)
+    assert len(join_labels(data, CONFIG, now=later).expired) == 1
+    observe_file(data, CONFIG, write(rows.drop("churned"), tmp_path / "traffic.parquet"))
+
+    again = label_file(data, CONFIG, write(rows.select(ID, "churned").head(60), tmp_path / "again.parquet"))
+
+    assert again.ok, again.error
+    assert join_labels(data, CONFIG).joined_rows == 60
+
+
+def test_csv_ids_are_read_as_written(data: ModelData, tmp_path: Path) -> None:
+    rows = day(20, seed=13, first_id=7).drop("churned")
+    observe_file(data, CONFIG, write(rows, tmp_path / "traffic.parquet"))  # ids 7 … 26, as integers
+    padded = pl.DataFrame({ID: ["007", "8"], "churned": [1, 0]})
+
+    label_file(data, CONFIG, write(padded, tmp_path / "labels.csv"))
+
+    assert join_labels(data, CONFIG).joined_rows == 1  # "8" joins; "007" is not the id 7
+
+
+def test_label_times_with_an_offset_are_read_in_utc_and_give_the_lag(data: ModelData, tmp_path: Path) -> None:
+    rows = day(10, seed=14, first_id=0)
+    observe_file(data, CONFIG, write(rows.drop("churned"), tmp_path / "traffic.parquet"))
+    newest = rows["event_time"].max()
+    assert isinstance(newest, datetime)
+    known = (newest + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S") + "+02:00"
+    labels = rows.select(ID, "churned").with_columns(pl.lit(known).alias("label_time"))
+
+    kept = label_file(data, CONFIG, write(labels, tmp_path / "labels.csv"))
+    report = join_labels(data, CONFIG)
+
+    assert kept.ok, kept.error
+    assert report.lag is not None
+    assert report.lag.median_seconds > 0 and abs(report.lag.max_seconds - (2 * 86_400 - 7200)) < 86_400
+
+
+def test_rows_join_even_when_a_feature_is_null_on_every_one_of_them(data: ModelData, tmp_path: Path) -> None:
+    rows = day(200, seed=15, first_id=0)
+    sparse = rows.with_columns(pl.when(pl.col(ID) < 3).then(None).otherwise(pl.col("f03")).alias("f03"))
+    observe_file(data, CONFIG, write(sparse.drop("churned"), tmp_path / "traffic.parquet"))
+
+    label_file(data, CONFIG, write(sparse.select(ID, "churned").head(3), tmp_path / "labels.parquet"))
+
+    assert join_labels(data, CONFIG).joined_rows == 3
+
+
+def test_an_id_column_pinned_as_a_feature_is_refused_by_name(tmp_path: Path) -> None:
+    data = ModelData.of(tmp_path / "data", "churn")
+    raw: dict[str, Any] = demo_config()
+    del raw["models"]["churn"]["id_column"]
+    before = parse_project(raw, "test").model("churn")
+    from retrainer.data.ingest import ingest_file
+
+    assert ingest_file(data.labelled, before, write(day(50, seed=16, first_id=0), tmp_path / "old.parquet")).ok
+    outcome = observe_file(data, CONFIG, write(day(50, seed=17, first_id=100).drop("churned"), tmp_path / "t.parquet"))
+
+    assert _refused(outcome) == ("id_is_feature", ID)

@@ -31,7 +31,9 @@ from retrainer.monitor.incidents import (
     retrain_failed,
     retrain_finished,
     retrain_started,
+    retrain_waits_for_labels,
     seconds_until_window_closes,
+    waiting_for_labels,
 )
 
 if TYPE_CHECKING:
@@ -661,3 +663,33 @@ def test_repeated_announcements_of_one_incident_share_ids() -> None:
     assert [e.id for e in first] == [e.id for e in second]
     other = _incident_events(_drift_check(degraded=True), _opened_assessment(version="4"), "file:///one.html")
     assert {e.id for e in other}.isdisjoint({e.id for e in first})
+
+
+def test_a_retrain_waiting_for_labels_keeps_its_traffic_incident_open_until_a_retrain_finishes() -> None:
+    policy = IncidentPolicy(k=1, n=1, cooldown_seconds=0)
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    traffic = CheckRecord("c1", now, "1", ["t1"], True, 0.9, labelled=False)
+    state, opened = assess(IncidentState(model="churn"), traffic, policy, now)
+    key = opened.incident.key  # type: ignore[union-attr]
+    assert state.open is not None and state.open.traffic_batches == ["t1"]
+    state, duplicate = claim_retrain(state, now, key, "e1", policy)
+    assert duplicate is None
+
+    state = retrain_waits_for_labels(state, now, key)
+
+    assert state.open is not None and state.open.waiting_for_labels_since == now
+    assert state.retrain_in_flight_since is None and waiting_for_labels(state) == key
+    # The retrain the joined labels start may answer it; once any retrain finishes, it is answered.
+    again, duplicate = claim_retrain(state, now, key, "e2", policy)
+    assert duplicate is None and again.open is not None and again.open.waiting_for_labels_since is None
+    done = retrain_finished(state, now, "Promoted", promoted=True)
+    assert done.open is None and key in done.answered_incidents
+    assert claim_retrain(done, now, key, "e3", policy)[1] is not None
+
+
+def test_an_incident_a_labelled_check_alarmed_in_does_not_wait_for_labels() -> None:
+    policy = IncidentPolicy(k=2, n=2, cooldown_seconds=0)
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    state, _ = assess(IncidentState(model="churn"), CheckRecord("c1", now, "1", ["t1"], True, 0.9, False), policy, now)
+    state, opened = assess(state, CheckRecord("c2", now, "1", ["b1"], True, 0.9), policy, now)
+    assert opened.incident is not None and opened.incident.traffic_batches == []
