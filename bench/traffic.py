@@ -72,10 +72,11 @@ def _measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     step("champion")
     observed = step("observe", _inference(root / "traffic-0.parquet", args.rows, first_id=0, shift=0.6))
     checked = step("check")
-    stored = args.rows
+    stored, growing = args.rows, []
     while stored < args.inference_rows:
         rows = min(args.rows, args.inference_rows - stored)
-        step("observe", _inference(root / f"traffic-{stored}.parquet", rows, first_id=stored, shift=0.0))
+        later = step("observe", _inference(root / f"traffic-{stored}.parquet", rows, first_id=stored, shift=0.0))
+        growing.append({"stored_before": stored, "seconds": later.seconds, "peak_gib": later.peak_gib})
         stored += rows
     labels = _labels(root / "labels.parquet", args.labels, stored)
     labelled = step("label", labels)
@@ -87,6 +88,7 @@ def _measure(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         "check": {**_figures(checked, args.rows), **check},
         "label": _figures(labelled, args.labels),
         "join": {**_figures(joined, args.labels), **outcome, "inference_rows": stored},
+        "observe_as_traffic_grows": growing,
     }
 
 
@@ -231,8 +233,20 @@ Seeded churn data: 20 features (18 numeric, 2 categorical), `request_id`, `event
   statistics by {c["engine"]}.
 - The join joined {j["joined_rows"]:,} labels; {j["pending_rows"]:,} were left waiting.
 - Steps 1 and 3 include reading every stored id once (an id must be new to the traffic, a label
-  new to the label files).
+  new to the label files), so observing slows as the traffic grows: {_growth(results)}.
 """
+
+
+def _growth(results: dict[str, Any]) -> str:
+    growing = results["observe_as_traffic_grows"]
+    if not growing:
+        return "not measured"
+    last = growing[-1]
+    first = results["observe"]
+    return (
+        f"{first['seconds']:.1f} s with none stored, {last['seconds']:.1f} s ({last['peak_gib']:.2f} GiB) with "
+        f"{last['stored_before']:,} rows stored"
+    )
 
 
 if __name__ == "__main__":
