@@ -8,6 +8,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -115,7 +116,7 @@ def ingest_file(
     with store.writing() as manifest:
         try:
             typed, features = _checked(manifest, source, data, sha256, check)
-            record = _record(typed, time_column or config.time_column, source, sha256, origin)
+            record = batch_record(typed, time_column or config.time_column, str(source.absolute()), sha256, origin)
             store.accept(manifest, typed, record, features)
         except DataError as error:
             return IngestOutcome(source, error=error, quarantined=store.quarantine(data, source, error))
@@ -204,7 +205,15 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _record(frame: pl.DataFrame, time_column: str | None, source: Path, sha256: str, origin: str) -> BatchRecord:
+def batch_record(
+    frame: pl.DataFrame,
+    time_column: str | None,
+    source: str,
+    sha256: str,
+    origin: str,
+    lineage: dict[str, Any] | None = None,
+) -> BatchRecord:
+    """The manifest record of ``frame`` stored now: its id (``sha256``'s first 16 digits) and time span."""
     time_min = time_max = None
     if time_column and time_column in frame.columns:
         times = frame[time_column].drop_nulls()
@@ -217,7 +226,8 @@ def _record(frame: pl.DataFrame, time_column: str | None, source: Path, sha256: 
         columns=frame.columns,
         time_min=time_min,
         time_max=time_max,
-        source=str(source.absolute()),
+        source=source,
         ingested_at=utc_now(),
         origin=origin,
+        lineage=lineage or {},
     )

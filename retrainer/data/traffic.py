@@ -42,7 +42,7 @@ from retrainer.data.contract import (
     read_table,
     schema_for,
 )
-from retrainer.data.ingest import Checker, IngestOutcome, ingest_file
+from retrainer.data.ingest import Checker, IngestOutcome, batch_record, ingest_file
 from retrainer.data.store import BatchRecord, BatchStore, Manifest, utc_now
 from retrainer.errors import DataError, Violation
 
@@ -319,31 +319,9 @@ def _store_joined(
         "rows_by_inference_batch": dict(joined.group_by(_INFERENCE).len().iter_rows()),
         "label_lag_seconds": {"median": lag.median_seconds, "max": lag.max_seconds},
     }
-    record = _joined_record(typed, config, digest.hexdigest(), source, lineage)
+    record = batch_record(typed, config.time_column, source, digest.hexdigest(), JOINED, lineage)
     data.labelled.accept(labelled, typed, record, schema.features)
     return record, lag
-
-
-def _joined_record(
-    typed: pl.DataFrame, config: ModelConfig, sha256: str, source: str, lineage: dict[str, Any]
-) -> BatchRecord:
-    time_min = time_max = None
-    if config.time_column:
-        times = typed[config.time_column].drop_nulls()
-        if len(times):
-            time_min, time_max = str(times.min()), str(times.max())
-    return BatchRecord(
-        batch_id=sha256[:16],
-        sha256=sha256,
-        rows=typed.height,
-        columns=typed.columns,
-        time_min=time_min,
-        time_max=time_max,
-        source=source,
-        ingested_at=utc_now(),
-        origin=JOINED,
-        lineage=lineage,
-    )
 
 
 def _lag(joined: pl.DataFrame, config: ModelConfig) -> LabelLag:
