@@ -139,7 +139,7 @@ def test_prefect_deploy_all_from_the_repo_root_creates_what_the_definitions_say(
 
     flows = {f["id"]: f["name"] for f in post(prefect_api, "/flows/filter", {})}
     deployments = {flows[d["flow_id"]]: d for d in post(prefect_api, "/deployments/filter", {})}
-    assert sorted(deployments) == ["ingest", "monitor", "retrain", "rollback"]
+    assert sorted(deployments) == ["ingest", "label", "monitor", "observe", "retrain", "rollback"]
     assert {d["name"] for d in deployments.values()} == {DEPLOYMENT}
     assert {d["work_pool_name"] for d in deployments.values()} == {WORK_POOL}
 
