@@ -7,7 +7,14 @@ from prefect.states import Completed
 
 from tasks.config import load_model_config
 from tasks.emit import emit
-from tasks.traffic import join_events, join_waiting_labels, label_events, label_one, publish_file_report
+from tasks.traffic import (
+    join_events,
+    join_waiting_labels,
+    label_events,
+    label_one,
+    mark_joins_announced,
+    publish_file_report,
+)
 
 
 @flow(name="label", log_prints=True)
@@ -30,5 +37,6 @@ def label(model: str, files: list[str]) -> State:
         emit(label_events(model, outcomes[-1:]))
     joined = join_waiting_labels(model, config)
     emit(join_events(model, joined))
+    mark_joins_announced(model, joined)
     report = publish_file_report(model, "label", outcomes, joined)
     return Completed(name=report.verdict, message=report.message, data=report)

@@ -7,7 +7,14 @@ from prefect.states import Completed
 
 from tasks.config import load_model_config
 from tasks.emit import emit
-from tasks.traffic import join_events, join_waiting_labels, observe_events, observe_one, publish_file_report
+from tasks.traffic import (
+    join_events,
+    join_waiting_labels,
+    mark_joins_announced,
+    observe_events,
+    observe_one,
+    publish_file_report,
+)
 
 
 @flow(name="observe", log_prints=True)
@@ -31,5 +38,6 @@ def observe(model: str, files: list[str]) -> State:
         emit(observe_events(model, outcomes[-1:]))
     joined = join_waiting_labels(model, config)
     emit(join_events(model, joined))
+    mark_joins_announced(model, joined)
     report = publish_file_report(model, "observe", outcomes, joined)
     return Completed(name=report.verdict, message=report.message, data=report)

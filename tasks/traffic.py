@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 from retrainer import events
 from retrainer.config import ModelConfig
 from retrainer.data.ingest import IngestOutcome, IngestReport
-from retrainer.data.traffic import JoinReport, join_labels, label_file, observe_file
+from retrainer.data.store import BatchRecord
+from retrainer.data.traffic import JoinReport, join_labels, label_file, mark_announced, observe_file
 from retrainer.monitor.incidents import waiting_for_labels
 from tasks._common import artifact_key, workspace
 from tasks.ingest import rejected_event
@@ -67,29 +68,39 @@ def label_events(model: str, outcomes: list[IngestOutcome]) -> list[events.Event
 
 @task(name="describe-join", cache_policy=NO_CACHE)
 def join_events(model: str, report: JoinReport) -> list[events.Event]:
-    """``labels.joined`` for the joined batch, naming the incident a retrain waits on, if any."""
-    batch = report.batch
-    if batch is None:
+    """``labels.joined`` for each unannounced joined batch, naming the open traffic incident, if any.
+
+    Besides this run's batch, a batch whose event an interrupted run never sent is announced now.
+    """
+    if not report.unannounced:
         return []
     waiting = waiting_for_labels(workspace().incidents(model).read())
-    lag = report.lag
-    return [
-        events.labels_joined(
-            model=model,
-            batch_id=batch.batch_id,
-            rows=batch.rows,
-            label_files=[f["batch_id"] for f in batch.lineage.get("label_files", [])],
-            inference_batches=list(batch.lineage.get("inference_batches", [])),
-            pending_rows=report.pending_rows,
-            lag_median_seconds=_finite(lag.median_seconds) if lag else None,
-            lag_max_seconds=_finite(lag.max_seconds) if lag else None,
-            waiting_incident=waiting,
-        )
-    ]
+    return [_joined(model, batch, report.pending_rows, waiting) for batch in report.unannounced]
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _joined(model: str, batch: BatchRecord, pending_rows: int, waiting: str | None) -> events.Event:
+    lag = batch.lineage.get("label_lag_seconds", {})
+    return events.labels_joined(
+        model=model,
+        batch_id=batch.batch_id,
+        rows=batch.rows,
+        label_files=[f["batch_id"] for f in batch.lineage.get("label_files", [])],
+        inference_batches=list(batch.lineage.get("inference_batches", [])),
+        pending_rows=pending_rows,
+        lag_median_seconds=_finite(lag.get("median")),
+        lag_max_seconds=_finite(lag.get("max")),
+        waiting_incident=waiting,
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+@task(name="mark-joins-announced", cache_policy=NO_CACHE)
+def mark_joins_announced(model: str, report: JoinReport) -> None:
+    """Record that the joined batches' ``labels.joined`` events were sent (call after emitting them)."""
+    mark_announced(workspace().data(model), [b.batch_id for b in report.unannounced])
 
 
 @task(name="publish-file-report", cache_policy=NO_CACHE)

@@ -18,16 +18,19 @@ label became known). Labels join the traffic by id:
   its file arrived is quarantined with rule ``unknown_id``, naming its file.
 
 Every join runs under the model's store locks (labelled, then traffic, then labels: always in that
-order), so a join never sees half a file and no label joins twice.
+order), so a join never sees half a file and no label joins twice. A joined batch stays
+*unannounced* (in every later :class:`JoinReport`) until :func:`mark_announced` records that its
+``labels.joined`` event left, so a process killed between the two loses no event.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ from retrainer.data.contract import (
 from retrainer.data.ingest import Checker, IngestOutcome, batch_record, ingest_file
 from retrainer.data.store import BatchRecord, BatchStore, Manifest, utc_now
 from retrainer.errors import DataError, Violation
+from retrainer.fsutil import atomic_write_bytes
 
 TRAFFIC, LABELS = "traffic", "labels"
 OBSERVED, LABEL_FILE, JOINED, EXPIRED = "observed", "label_file", "joined", "expired"
@@ -53,6 +57,7 @@ _RECEIVED = "_received_at"
 _INFERENCE = "_inference_batch"
 _INFERRED_AT = "_inferred_at"
 _INTERNAL = {_FILE, _RECEIVED, _INFERENCE, _INFERRED_AT}
+ANNOUNCED = "announced.json"
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,8 @@ class JoinReport:
         pending_rows: Labels still waiting for their inference rows.
         expired: The quarantined copies of labels that waited too long (one per label file).
         lag: The label lag of the rows joined now.
+        unannounced: Joined batches (this one and any an interrupted run left) whose
+            ``labels.joined`` event has not been recorded as sent, oldest first.
     """
 
     batch: BatchRecord | None
@@ -109,6 +116,7 @@ class JoinReport:
     pending_rows: int
     expired: list[Path]
     lag: LabelLag | None
+    unannounced: list[BatchRecord] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
@@ -230,7 +238,23 @@ def join_labels(data: ModelData, config: ModelConfig, now: datetime | None = Non
         still = waiting.join(observed.select(column), on=column, how="anti").collect()
         expired = _expire(data, labels, config, still, now)
         pending = still.height - sum(e.rows for e in expired)
-    return JoinReport(batch, joined.height, pending, [e.copy for e in expired], lag)
+        sent = _announced(data)
+        unannounced = [b for b in labelled.batches if b.origin == JOINED and b.batch_id not in sent]
+    return JoinReport(batch, joined.height, pending, [e.copy for e in expired], lag, unannounced)
+
+
+def mark_announced(data: ModelData, batch_ids: list[str]) -> None:
+    """Record that the ``labels.joined`` events of ``batch_ids`` were sent."""
+    if not batch_ids:
+        return
+    with data.labels.writing():
+        sent = sorted(_announced(data) | set(batch_ids))
+        atomic_write_bytes(data.labels.directory / ANNOUNCED, json.dumps(sent).encode("utf-8"))
+
+
+def _announced(data: ModelData) -> set[str]:
+    path = data.labels.directory / ANNOUNCED
+    return set(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else set()
 
 
 def _ids(store: BatchStore, batches: list[BatchRecord], column: str) -> pl.Series:

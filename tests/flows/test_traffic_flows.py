@@ -6,6 +6,7 @@ unlabelled rows, the retrain waits for labels, the labels join, and the retrain 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import polars as pl
@@ -109,7 +110,7 @@ def _last_join(project: Project) -> Any:
 
     batch = project.workspace().store("churn").manifest().batches[-1]
     lag = batch.lineage["label_lag_seconds"]
-    return JoinReport(batch, batch.rows, 300, [], LabelLag(lag["median"], lag["max"]))
+    return JoinReport(batch, batch.rows, 300, [], LabelLag(lag["median"], lag["max"]), [batch])
 
 
 def _decision_record(flow_run_id: str) -> str:
@@ -122,3 +123,37 @@ def _decision_record(flow_run_id: str) -> str:
         wanted = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]))
         found = client.read_artifacts(artifact_filter=wanted)
     return "\n".join(str(a.data) for a in found if a.type == "markdown")
+
+
+def test_a_join_whose_event_never_left_is_announced_by_the_next_run(project: Project) -> None:
+    from pathlib import Path
+
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    from retrainer.data.traffic import join_labels, label_file
+
+    rows = _day(8)
+    ws = project.workspace()
+    data, config = ws.data("churn"), ws.model("churn")
+    assert observe(model="churn", files=[project.file("t8", rows.drop("churned"))], return_state=True).is_completed()
+    labels = project.file("l8", rows.select(ID, "churned"))
+    # What a run killed after storing the joined batch, before emitting its event, leaves behind.
+    assert label_file(data, config, Path(labels)).ok
+    interrupted = join_labels(data, config)
+    assert interrupted.batch is not None and interrupted.unannounced == [interrupted.batch]
+
+    again = label(model="churn", files=[labels], return_state=True)  # the same file again: nothing new joins
+
+    assert again.name == "Quarantined"
+    assert join_labels(data, config).unannounced == []
+
+    def announced() -> set[str]:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(event=EventNameFilter(name=[events.LABELS_JOINED])), limit=50)
+        return {str(e.payload["batch_id"]) for e in page.events}
+
+    deadline = time.monotonic() + 20
+    while interrupted.batch.batch_id not in announced():
+        assert time.monotonic() < deadline, "the interrupted join's labels.joined was never emitted"
+        time.sleep(0.5)
