@@ -288,7 +288,16 @@ def data_arrived(
     Returns:
         The event; payload keys ``batch_id``, ``sha256``, ``rows``, ``time_min``, ``time_max``, ``source``.
     """
-    payload = {
+    payload = _batch_payload(batch_id, sha256, rows, time_min, time_max, source)
+    labels = {NEW_DATA_ACTION: RETRAIN if retrain_directly else MONITOR}
+    return Event(DATA_ARRIVED, model, payload, key=f"{model}:{batch_id}", labels=labels)
+
+
+def _batch_payload(
+    batch_id: str, sha256: str, rows: int, time_min: str | None, time_max: str | None, source: str
+) -> dict[str, Any]:
+    """What an event about a stored batch says of it (``data.arrived``, ``data.observed``)."""
+    return {
         "batch_id": batch_id,
         "sha256": sha256,
         "rows": rows,
@@ -296,8 +305,6 @@ def data_arrived(
         "time_max": time_max,
         "source": source,
     }
-    labels = {NEW_DATA_ACTION: RETRAIN if retrain_directly else MONITOR}
-    return Event(DATA_ARRIVED, model, payload, key=f"{model}:{batch_id}", labels=labels)
 
 
 def files_landed(*, model: str, files: Sequence[str], source: str, notice_id: str, kind: str = "labelled") -> Event:
@@ -340,15 +347,7 @@ def data_observed(
         The event; payload keys ``batch_id``, ``sha256``, ``rows``, ``time_min``, ``time_max``,
         ``source`` and ``kind`` (``inference``).
     """
-    payload = {
-        "batch_id": batch_id,
-        "sha256": sha256,
-        "rows": rows,
-        "time_min": time_min,
-        "time_max": time_max,
-        "source": source,
-        "kind": "inference",
-    }
+    payload = {**_batch_payload(batch_id, sha256, rows, time_min, time_max, source), "kind": "inference"}
     return Event(DATA_OBSERVED, model, payload, key=f"{model}:observed:{batch_id}", labels={NEW_DATA_ACTION: MONITOR})
 
 

@@ -39,14 +39,13 @@ def model_status(workspace: Workspace, model: str, decisions: int = 10) -> dict[
     store = workspace.store(model)
     manifest = store.manifest()
     entries = list(reversed(history.entries()))[:decisions]
-    quarantined = len(list(store.quarantine_dir.glob("*.reason.json"))) if store.quarantine_dir.exists() else 0
     return {
         "model": model,
         "tracking_uri": workspace.registry.tracking_uri,
         "champion": _version_status(registry, registry.alias(model, CHAMPION), CHAMPION),
         "challenger": _version_status(registry, registry.alias(model, CHALLENGER), CHALLENGER),
         "batches": {"accepted": len(manifest.batches), "ids": [b.batch_id for b in manifest.batches]},
-        "quarantined": quarantined,
+        "quarantined": store.quarantined(),
         "drift": _drift_status(workspace.incidents(model).read()),
         "traffic": traffic_summary(workspace.data(model)),
         "decisions": [

@@ -206,26 +206,13 @@ def check_labels(frame: pl.DataFrame, config: ModelConfig, source: str) -> pl.Da
     violations += _target_rules(frame, typed, Schema([], {}, target, None), config)
     time_column = config.labels.time_column
     if time_column is not None and time_column in frame.columns:
-        typed = typed.with_columns(_datetime(frame, time_column))
+        typed = typed.with_columns(_as_datetime(frame, time_column))
         unreadable = typed[time_column].is_null() & frame[time_column].is_not_null()
         violations += flag_rows(frame, time_column, unreadable, "not_castable", "value(s) are not a timestamp")
     if violations:
         raise DataError(source, violations)
     kept = [column, target, *([time_column] if time_column and time_column in typed.columns else [])]
     return typed.select(kept)
-
-
-def _datetime(frame: pl.DataFrame, column: str) -> pl.Expr:
-    """A label time as naive UTC: text with or without an offset (``Z``, ``+05:00``), or a timestamp."""
-    dtype = frame.schema[column]
-    if dtype == pl.String:
-        parsed = pl.col(column).str.to_datetime(strict=False, time_unit="us", time_zone="UTC")
-        return parsed.dt.replace_time_zone(None)
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
-        return pl.col(column).dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(pl.Datetime("us"))
-    if isinstance(dtype, pl.Datetime | pl.Date):
-        return pl.col(column).cast(pl.Datetime("us"))
-    return pl.lit(None, dtype=pl.Datetime("us")).alias(column)
 
 
 def id_text(column: str, dtype: pl.DataType) -> pl.Expr:
@@ -298,9 +285,18 @@ def _casts(frame: pl.DataFrame, schema: Schema, config: ModelConfig) -> list[pl.
 
 
 def _as_datetime(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """A time column as naive UTC (the clock every tolerance and lag is measured on).
+
+    Text is read as ISO 8601 with or without an offset (``Z``, ``+05:00``), the two kinds mixed in
+    one column if need be; a time-zone-aware timestamp is converted; anything else is unreadable.
+    """
     dtype = frame.schema[column]
     if dtype == pl.String:
-        return pl.col(column).str.to_datetime(strict=False, time_unit="us")
+        text = pl.col(column)
+        naive = text.str.to_datetime(strict=False, time_unit="us")
+        # polars infers one format per column from its first value: a second pass reads the offsets.
+        offset = text.str.to_datetime(format="%+", strict=False, time_unit="us", time_zone="UTC")
+        return pl.coalesce(naive, offset.dt.replace_time_zone(None)).alias(column)
     if dtype.is_temporal():
         return pl.col(column).cast(pl.Datetime("us"))
     return pl.lit(None, dtype=pl.Datetime("us")).alias(column)

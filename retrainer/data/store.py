@@ -114,6 +114,10 @@ class BatchStore:
             return Manifest(model=self.model)
         return Manifest.from_json(self.manifest_path.read_text(encoding="utf-8"))
 
+    def quarantined(self) -> int:
+        """How many rejected files are kept in quarantine (each with its reason file)."""
+        return len(list(self.quarantine_dir.glob("*.reason.json"))) if self.quarantine_dir.exists() else 0
+
     def batch_path(self, batch_id: str) -> Path:
         """Location of an accepted batch's Parquet copy."""
         return self.batches_dir / f"{batch_id}.parquet"

@@ -11,8 +11,8 @@ label became known). Labels join the traffic by id:
   (``duplicate_id``), labels within the classes, and no id an earlier label file already labelled
   (``label_conflict``: the first label stands, the file is quarantined). A refused file joins nothing;
 * :func:`join_labels` joins every waiting label whose inference row is stored into one new
-  labelled batch (origin ``joined``), checked by the labelled contract, with the label files and
-  inference batches it came from and the label lag in its lineage. Training, holdouts and the
+  labelled batch (origin ``joined``: both halves were checked when they came), with the label
+  files and inference batches it came from and the label lag in its lineage. Training, holdouts and the
   monitor then use it like any labelled batch. A label whose row has not been observed waits
   (pending) and joins when the row arrives; one still waiting ``labels.pending_wait_seconds`` after
   its file arrived is quarantined with rule ``unknown_id``, naming its file.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from retrainer.data.contract import (
     schema_for,
 )
 from retrainer.data.ingest import Checker, IngestOutcome, batch_record, ingest_file
-from retrainer.data.store import BatchRecord, BatchStore, Manifest, utc_now
+from retrainer.data.store import BatchRecord, BatchStore, Manifest
 from retrainer.errors import DataError, Violation
 from retrainer.fsutil import atomic_write_bytes
 
@@ -150,12 +151,8 @@ def traffic_summary(data: ModelData) -> dict[str, Any]:
         "pending_labels": received - joined_rows - expired,
         "expired_labels": expired,
         "label_lag_seconds": lag,
-        "quarantined": _quarantined(data.traffic) + _quarantined(data.labels),
+        "quarantined": data.traffic.quarantined() + data.labels.quarantined(),
     }
-
-
-def _quarantined(store: BatchStore) -> int:
-    return len(list(store.quarantine_dir.glob("*.reason.json"))) if store.quarantine_dir.exists() else 0
 
 
 def observe_file(data: ModelData, config: ModelConfig, source: Path) -> IngestOutcome:
@@ -223,7 +220,8 @@ def join_labels(data: ModelData, config: ModelConfig, now: datetime | None = Non
     once: joined and expired ids are never waiting again.
 
     Raises:
-        DataError: the joined rows break the labelled contract (the message names the label files).
+        DataError: the stored rows lack a column the model now needs (its config changed since
+            they were observed); the message names the label files.
     """
     now = now or datetime.now(UTC)
     if config.id_column is None:  # nothing can have been observed or labelled
@@ -341,7 +339,8 @@ def _store_joined(
         "label_files": [{"batch_id": f, "sha256": by_id[f].sha256, "source": by_id[f].source} for f in files],
         "inference_batches": inference,
         "rows_by_inference_batch": dict(joined.group_by(_INFERENCE).len().iter_rows()),
-        "label_lag_seconds": {"median": lag.median_seconds, "max": lag.max_seconds},
+        # None, not NaN, when no row had a time: the manifest stays plain JSON.
+        "label_lag_seconds": {"median": _finite(lag.median_seconds), "max": _finite(lag.max_seconds)},
     }
     record = batch_record(typed, config.time_column, source, digest.hexdigest(), JOINED, lineage)
     data.labelled.accept(labelled, typed, record, schema.features)
@@ -350,27 +349,22 @@ def _store_joined(
 
 def _lag(joined: pl.DataFrame, config: ModelConfig) -> LabelLag:
     """Seconds from each row's inference to its label: the label time, else when its file arrived."""
+    # Every time here is naive UTC: the contract reads time columns so, and arrival times are UTC.
     received = _utc_text(pl.col(_RECEIVED))
     label_time = config.labels.time_column
-    if label_time and label_time in joined.columns:
-        known = pl.coalesce(_naive_utc(pl.col(label_time), joined.schema[label_time]), received)
-    else:
-        known = received
-    inferred = _naive_utc(pl.col(_INFERRED_AT), joined.schema[_INFERRED_AT])
-    lag = (known - inferred).dt.total_microseconds() / 1e6
+    known = pl.coalesce(pl.col(label_time), received) if label_time and label_time in joined.columns else received
+    lag = (known - pl.col(_INFERRED_AT)).dt.total_microseconds() / 1e6
     median, longest = joined.select(lag.median().alias("median"), lag.max().alias("max")).row(0)
     return LabelLag(float("nan") if median is None else median, float("nan") if longest is None else longest)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _utc_text(text: pl.Expr) -> pl.Expr:
     """An ISO-8601 text with an offset (``utc_now``) as a naive UTC time."""
     return text.str.to_datetime(time_unit="us", time_zone="UTC").dt.replace_time_zone(None)
-
-
-def _naive_utc(moment: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
-        return moment.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-    return moment.cast(pl.Datetime("us"))
 
 
 @dataclass(frozen=True)
@@ -401,7 +395,7 @@ def _expire(
         named = Path(record.source)
         copy = data.labels.quarantine(_parquet_bytes(kept), named.with_name(f"{named.stem}.unknown-ids.parquet"), error)
         sha = hashlib.sha256(f"expired:{file_id}:{now.isoformat()}".encode()).hexdigest()
-        expired = BatchRecord(sha[:16], sha, kept.height, kept.columns, None, None, record.source, utc_now(), EXPIRED)
+        expired = batch_record(kept, None, record.source, sha, EXPIRED)
         data.labels.accept(labels, kept, expired, labels.features or kept.columns)
         done.append(_Expired(copy, kept.height))
     return done

@@ -41,7 +41,7 @@ class Window:
     def label_lag_seconds(self) -> float | None:
         """The longest median label lag of the window's batches of late labels (None when it has none)."""
         lags = [b.lineage.get("label_lag_seconds", {}).get("median") for b in self.batches]
-        known = [float(lag) for lag in lags if isinstance(lag, int | float) and lag == lag]
+        known = [float(lag) for lag in lags if isinstance(lag, int | float)]
         return max(known) if known else None
 
     @property

@@ -20,7 +20,6 @@ from flows.retrain import retrain
 from retrainer import events
 from retrainer.app.status import model_status
 from retrainer.data.synth import demo_config, make_batch
-from tasks.traffic import join_events
 from tests.conftest import Project
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -76,8 +75,8 @@ def test_drifted_traffic_opens_an_incident_whose_retrain_waits_for_labels_and_ru
 
     assert joined.name == "Accepted", joined.message
     ws = project.workspace()
-    [announced] = join_events.fn("churn", _last_join(project))
-    assert announced.name == events.LABELS_JOINED
+    [announced] = _joined_events(ws.store("churn").manifest().batches[-1].batch_id)
+    assert announced.event == events.LABELS_JOINED
     assert announced.payload["incident_key"] == incident.key and announced.payload["rows"] == ROWS // 2
     assert announced.resource[events.NEW_DATA_ACTION] == events.RETRAIN
     status = model_status(ws, "churn")
@@ -105,12 +104,19 @@ def test_drifted_traffic_opens_an_incident_whose_retrain_waits_for_labels_and_ru
     assert book.read().open is None  # answered
 
 
-def _last_join(project: Project) -> Any:
-    from retrainer.data.traffic import JoinReport, LabelLag
+def _joined_events(batch_id: str) -> list[Any]:
+    """The ``labels.joined`` events the server received for ``batch_id`` (waiting up to 20 s for one)."""
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
 
-    batch = project.workspace().store("churn").manifest().batches[-1]
-    lag = batch.lineage["label_lag_seconds"]
-    return JoinReport(batch, batch.rows, 300, [], LabelLag(lag["median"], lag["max"]), [batch])
+    deadline = time.monotonic() + 20
+    while True:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(event=EventNameFilter(name=[events.LABELS_JOINED])), limit=50)
+        found = [e for e in page.events if e.payload.get("batch_id") == batch_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def _decision_record(flow_run_id: str) -> str:
@@ -127,9 +133,6 @@ def _decision_record(flow_run_id: str) -> str:
 
 def test_a_join_whose_event_never_left_is_announced_by_the_next_run(project: Project) -> None:
     from pathlib import Path
-
-    from prefect import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter
 
     from retrainer.data.traffic import join_labels, label_file
 
@@ -148,12 +151,4 @@ def test_a_join_whose_event_never_left_is_announced_by_the_next_run(project: Pro
     assert again.name == "Quarantined"
     assert join_labels(data, config).unannounced == []
 
-    def announced() -> set[str]:
-        with get_client(sync_client=True) as client:
-            page = client.read_events(EventFilter(event=EventNameFilter(name=[events.LABELS_JOINED])), limit=50)
-        return {str(e.payload["batch_id"]) for e in page.events}
-
-    deadline = time.monotonic() + 20
-    while interrupted.batch.batch_id not in announced():
-        assert time.monotonic() < deadline, "the interrupted join's labels.joined was never emitted"
-        time.sleep(0.5)
+    assert _joined_events(interrupted.batch.batch_id), "the interrupted join's labels.joined was never emitted"

@@ -297,8 +297,19 @@ class Registry:
         return np.asarray(output, dtype=np.float64)
 
     def feature_names(self, model: str, version: str) -> list[str] | None:
-        """The features a version registered by retrainer reads (None for other versions)."""
-        metadata = self.load(model, version).metadata.metadata or {}
+        """The features a version registered by retrainer reads (None for other versions).
+
+        Read from the version's MLmodel file alone: neither the booster nor the serving code is loaded.
+        """
+        from mlflow.artifacts import download_artifacts
+        from mlflow.models import Model
+
+        with tempfile.TemporaryDirectory() as scratch, self._errors(f"reading {model} version {version}"):
+            source = self.client.get_model_version_download_uri(model, version)
+            local = download_artifacts(
+                artifact_uri=f"{source}/MLmodel", dst_path=scratch, tracking_uri=self.tracking_uri
+            )
+            metadata = Model.load(local).metadata or {}
         kinds = metadata.get(_METADATA_KEY, {}).get("features")
         return list(kinds) if isinstance(kinds, dict) else None
 

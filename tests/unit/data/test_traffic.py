@@ -262,3 +262,20 @@ def test_an_id_column_pinned_as_a_feature_is_refused_by_name(tmp_path: Path) -> 
     outcome = observe_file(data, CONFIG, write(day(50, seed=17, first_id=100).drop("churned"), tmp_path / "t.parquet"))
 
     assert _refused(outcome) == ("id_is_feature", ID)
+
+
+def test_time_text_with_offsets_mixed_with_naive_times_is_read_in_utc(data: ModelData, tmp_path: Path) -> None:
+    from retrainer.data.ingest import ingest_file
+
+    rows = day(3, seed=18, first_id=0)
+    times = ["2026-01-05T10:00:00", "2026-01-05T10:00:00Z", "2026-01-05T12:00:00+02:00"]
+    labelled = rows.with_columns(pl.Series("event_time", times))
+    traffic = labelled.drop("churned").with_columns((pl.col(ID) + 100).alias(ID))
+
+    stored = ingest_file(data.labelled, CONFIG, write(labelled, tmp_path / "labelled.csv"))
+    observed = observe_file(data, CONFIG, write(traffic, tmp_path / "traffic.csv"))
+
+    assert stored.accepted is not None and observed.accepted is not None, (stored.error, observed.error)
+    for store, batch in ((data.labelled, stored.accepted), (data.traffic, observed.accepted)):
+        read = store.read([batch], ["event_time"])["event_time"].to_list()
+        assert read == [datetime(2026, 1, 5, 10)] * 3
