@@ -9,9 +9,13 @@ Every error a user can cause or meet derives from :class:`RetrainerError`::
     │   └── NoDataError      no accepted batch to train or judge on
     ├── RegistryError        the model registry refused an operation or holds no such version
     │   └── TransientRegistryError   the registry was unreachable; retrying may succeed
+    ├── StorageError         the data or metadata store refused (credentials, bucket, a lost write race)
+    │   └── TransientStorageError    the store was unreachable; retrying may succeed
     └── RollbackError        a rollback target is missing or was never judged (needs --force)
 
-Only :class:`TransientRegistryError` is worth retrying; every other error is final for its input.
+Only a :class:`TransientError` (``TransientRegistryError``, ``TransientStorageError``) is worth
+retrying; every other error is final for its input. Every message names the store it concerns,
+with any password masked.
 """
 
 from __future__ import annotations
@@ -72,12 +76,24 @@ class NoDataError(DataError):
         super().__init__(model, [Violation("no_data", detail)])
 
 
+class TransientError(RetrainerError):
+    """Something outside could not be reached; the same call may succeed later."""
+
+
 class RegistryError(RetrainerError):
     """The model registry refused an operation or holds no such version."""
 
 
-class TransientRegistryError(RegistryError):
+class TransientRegistryError(RegistryError, TransientError):
     """The registry could not be reached; the same call may succeed later."""
+
+
+class StorageError(RetrainerError):
+    """The data or metadata store refused an operation (credentials, a missing bucket, a lost write race)."""
+
+
+class TransientStorageError(StorageError, TransientError):
+    """The data or metadata store could not be reached; the same call may succeed later."""
 
 
 class RollbackError(RetrainerError):

@@ -17,7 +17,6 @@ import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
 from typing import Any, Protocol
 
 from retrainer.errors import Violation
@@ -405,9 +404,7 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
 
 
-def data_rejected(
-    *, model: str, source: PurePath, violations: Sequence[Violation], quarantined: PurePath | None
-) -> Event:
+def data_rejected(*, model: str, source: str, violations: Sequence[Violation], quarantined: str | None) -> Event:
     """``data.rejected`` for a file that broke ``model``'s data contract (or could not be read).
 
     Keyed by the file and its quarantined copy.
@@ -416,7 +413,7 @@ def data_rejected(
         model: The model the file was for.
         source: The rejected file.
         violations: Every broken rule, each rendered against ``source`` in the payload.
-        quarantined: Where the file was kept, or ``None`` when it could not be read from disk.
+        quarantined: Where the file was kept, or ``None`` when it could not be read.
 
     Returns:
         The event; payload keys ``source`` (str), ``violations`` (list of str), ``quarantined`` (str or None).

@@ -10,6 +10,7 @@ from retrainer.data.traffic import ModelData
 from retrainer.model.history import History
 from retrainer.model.registry import Registry
 from retrainer.monitor.incidents import IncidentBook
+from retrainer.storage import Metadata, Storage, open_blobs
 
 
 class Workspace:
@@ -40,21 +41,26 @@ class Workspace:
         """Config of model ``name`` (raises ``UnknownModelError``)."""
         return self.project.model(name)
 
+    @cached_property
+    def storage(self) -> Storage:
+        """The data store and the metadata store the settings name (nothing connects yet)."""
+        return Storage(open_blobs(self.settings.data_location), Metadata(self.settings.metadata_location))
+
     def store(self, name: str) -> BatchStore:
         """Batch store of model ``name``."""
-        return BatchStore(self.settings.data_dir, name)
+        return BatchStore(self.storage, name)
 
     def data(self, name: str) -> ModelData:
         """Labelled batches, inference traffic and label files of model ``name``."""
-        return ModelData.of(self.settings.data_dir, name)
+        return ModelData.of(self.storage, name)
 
     def history(self, name: str) -> History:
         """Promotion history of model ``name``."""
-        return History(self.settings.state_dir / "history" / f"{name}.jsonl")
+        return History(self.storage.metadata, name)
 
     def incidents(self, name: str) -> IncidentBook:
         """Drift checks and incidents of model ``name``."""
-        return IncidentBook(self.settings.state_dir / "incidents" / f"{name}.json", name)
+        return IncidentBook(self.storage.metadata, name)
 
     @cached_property
     def registry(self) -> Registry:

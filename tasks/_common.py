@@ -1,4 +1,4 @@
-"""Shared task plumbing: the retry rule, workspace access and artifact keys."""
+"""Shared task plumbing: the retry rule for the registry and the stores, workspace access and artifact keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from retrainer.config import load_settings
-from retrainer.errors import TransientRegistryError
+from retrainer.errors import TransientError
 from retrainer.workspace import Workspace
 
 P = ParamSpec("P")
@@ -19,7 +19,7 @@ REGISTRY_RETRY_DELAYS = [2.0, 5.0, 15.0]
 
 
 def outage_budget_seconds() -> float:
-    """How long a registry task keeps retrying an unreachable registry, from its first attempt.
+    """How long a registry or store task keeps retrying an unreachable service, from its first attempt.
 
     The setting ``RETRAINER_OUTAGE_BUDGET_SECONDS`` (default 120).
 
@@ -30,10 +30,10 @@ def outage_budget_seconds() -> float:
 
 
 def only_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: retry only a transient registry error, and only while the outage budget lasts."""
+    """Retry condition: retry only a transient error (registry, data or metadata store) within the outage budget."""
     try:
         state.result()
-    except TransientRegistryError:
+    except TransientError:
         return _retry_fits_budget(task_run)
     except Exception:  # noqa: BLE001 - any other failure is final, so it must not be retried
         return False
@@ -48,19 +48,24 @@ def _retry_fits_budget(task_run: Any) -> bool:
     return elapsed + delay <= outage_budget_seconds()
 
 
-def registry_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
-    """Decorator for a task that talks to the model registry: retried on transient errors only.
+def registry_task(name: str, task_run_name: str | None = None) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """Decorator for a task that talks to the model registry or the stores: retried on transient errors only.
 
     Retries stop once the next one would start after the outage budget (:func:`outage_budget_seconds`);
-    the task then fails with the registry's error, which names the store it could not reach.
+    the task then fails with the error, which names the registry or store it could not reach.
     """
     return task(
         name=name,
+        task_run_name=task_run_name,
         cache_policy=NO_CACHE,
         retries=len(REGISTRY_RETRY_DELAYS),
         retry_delay_seconds=REGISTRY_RETRY_DELAYS,
         retry_condition_fn=only_transient,
     )
+
+
+store_task = registry_task
+"""The same rule for a task whose outside service is the data or metadata store."""
 
 
 def workspace() -> Workspace:

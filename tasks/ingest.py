@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -11,13 +9,13 @@ from prefect.cache_policies import NO_CACHE
 from retrainer import events
 from retrainer.config import ModelConfig
 from retrainer.data.ingest import IngestOutcome, IngestReport, ingest_file
-from tasks._common import artifact_key, workspace
+from tasks._common import artifact_key, store_task, workspace
 
 
-@task(name="ingest-file", cache_policy=NO_CACHE, task_run_name="ingest-{source}")
+@store_task("ingest-file", task_run_name="ingest-{source}")
 def ingest_one(model: str, config: ModelConfig, source: str) -> IngestOutcome:
     """Check ``source`` against ``model``'s contract; store it or quarantine it."""
-    return ingest_file(workspace().store(model), config, Path(source))
+    return ingest_file(workspace().store(model), config, source)
 
 
 @task(name="describe-ingest", cache_policy=NO_CACHE)

@@ -19,10 +19,10 @@ from retrainer.monitor.performance import BASELINE_CHAMPIONS
 from retrainer.monitor.record import check_markdown, log_check
 from retrainer.monitor.reference import champion_reference
 from retrainer.monitor.window import Window, next_window, traffic_window
-from tasks._common import artifact_key, registry_task, workspace
+from tasks._common import artifact_key, registry_task, store_task, workspace
 
 
-@task(name="choose-window")
+@store_task("choose-window")
 def choose_window(model: str, config: ModelConfig, batch_id: str | None, kind: str = "labelled") -> Window | None:
     """The batches to check (``batch_id`` alone when given); ``None`` when nothing is new.
 

@@ -63,7 +63,7 @@ from retrainer.monitor.incidents import (
     seconds_until_window_closes,
 )
 from retrainer.monitor.reference import reference_rows, reference_sample, store_reference
-from tasks._common import artifact_key, registry_task, workspace
+from tasks._common import artifact_key, registry_task, store_task, workspace
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -263,13 +263,13 @@ def release_retrain(flow: object, flow_run: FlowRun, state: State) -> None:
     workspace().incidents(model).update(lambda book: (retrain_failed(book, now, state.name or "Failed"), None))
 
 
-@task(name="plan-training-data")
+@store_task("plan-training-data")
 def plan_training_data(model: str, config: ModelConfig) -> DataSplit:
     """Choose the training window and the holdout from the accepted batches."""
     return plan_split(workspace().store(model).manifest(), config)
 
 
-@task(name="load-frames", cache_policy=NO_CACHE)
+@store_task("load-frames")
 def load_training_frames(model: str, config: ModelConfig, split: DataSplit) -> Frames:
     """Read the split's batches once, only the columns the model uses."""
     return load_frames(workspace().store(model), split, config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -15,23 +14,23 @@ from retrainer.data.ingest import IngestOutcome, IngestReport
 from retrainer.data.store import BatchRecord
 from retrainer.data.traffic import JoinReport, join_labels, label_file, mark_announced, observe_file
 from retrainer.monitor.incidents import waiting_for_labels
-from tasks._common import artifact_key, workspace
+from tasks._common import artifact_key, store_task, workspace
 from tasks.ingest import rejected_event
 
 
-@task(name="observe-file", cache_policy=NO_CACHE, task_run_name="observe-{source}")
+@store_task("observe-file", task_run_name="observe-{source}")
 def observe_one(model: str, config: ModelConfig, source: str) -> IngestOutcome:
     """Check the inference file ``source`` against ``model``'s contract (no target); store or quarantine it."""
-    return observe_file(workspace().data(model), config, Path(source))
+    return observe_file(workspace().data(model), config, source)
 
 
-@task(name="label-file", cache_policy=NO_CACHE, task_run_name="label-{source}")
+@store_task("label-file", task_run_name="label-{source}")
 def label_one(model: str, config: ModelConfig, source: str) -> IngestOutcome:
     """Check the label file ``source`` whole; keep it for joining, or quarantine it whole."""
-    return label_file(workspace().data(model), config, Path(source))
+    return label_file(workspace().data(model), config, source)
 
 
-@task(name="join-labels", cache_policy=NO_CACHE)
+@store_task("join-labels")
 def join_waiting_labels(model: str, config: ModelConfig) -> JoinReport:
     """Join every waiting label whose inference row is stored into a new labelled batch; expire the overdue."""
     report = join_labels(workspace().data(model), config)

@@ -35,17 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser("ingest", help="check labelled files and store them as batches")
     ingest.add_argument("--model", required=True)
-    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    ingest.add_argument("files", nargs="+", metavar="FILE")
     ingest.set_defaults(handler=_ingest)
 
     observe = commands.add_parser("observe", help="store unlabelled inference files (features, time, id) as traffic")
     observe.add_argument("--model", required=True)
-    observe.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    observe.add_argument("files", nargs="+", metavar="FILE")
     observe.set_defaults(handler=_observe)
 
     label = commands.add_parser("label", help="join late label files (id, target) to the observed traffic")
     label.add_argument("--model", required=True)
-    label.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    label.add_argument("files", nargs="+", metavar="FILE")
     label.set_defaults(handler=_label)
 
     retrain = commands.add_parser("retrain", help="train a challenger and judge it against the champion")
@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     monitor.add_argument("--json", action="store_true", help="print the check summary as one JSON object")
     monitor.set_defaults(handler=_monitor)
+
+    migrate = commands.add_parser(
+        "migrate", help="move the state of the file layout (history, incidents, manifests) into the stores in force"
+    )
+    migrate.add_argument("--from-home", type=Path, help="the old RETRAINER_HOME (default: RETRAINER_HOME)")
+    migrate.add_argument("--from-data", type=Path, help="the old data root (default: <old home>/data)")
+    migrate.add_argument("--dry-run", action="store_true", help="report what would move; write nothing")
+    migrate.set_defaults(handler=_migrate)
 
     rollback = commands.add_parser("rollback", help="move @champion back to an earlier version")
     rollback.add_argument("--model", required=True)
@@ -110,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--model", required=True)
     data.add_argument("--kind", choices=["labelled", "inference", "labels"], default="labelled")
     data.add_argument("--notice-id", help="id of this notice (default: digest of its content)")
-    data.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    data.add_argument("files", nargs="+", metavar="FILE")
     data.set_defaults(handler=_send)
 
     render = commands.add_parser("prefect-yaml", help="write prefect.yaml for the configured models")
@@ -264,6 +272,22 @@ def _status(args: argparse.Namespace) -> int:
 
     status = model_status(Workspace.open(), args.model)
     print(render_json(status) if args.json else render_text(status))
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from retrainer.app.migrate import migrate
+    from retrainer.workspace import Workspace
+
+    workspace = Workspace.open()
+    home = args.from_home or workspace.settings.home
+    done = migrate(home, args.from_data or home / "data", workspace.storage, dry_run=args.dry_run)
+    verb = "would move" if args.dry_run else "moved"
+    for line in done.moved:
+        print(f"{verb}  {line}")
+    for line in done.skipped:
+        print(f"skipped  {line}")
+    print(f"{done.copied_objects} data object(s) {'to copy' if args.dry_run else 'copied'}")
     return EXIT_OK
 
 

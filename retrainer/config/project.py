@@ -413,7 +413,10 @@ class WebhookConfig(_Strict):
     landing_roots: list[str] = Field(
         default_factory=list,
         max_length=100,
-        description="Absolute directories a data notice may name files under; empty refuses every data notice",
+        description=(
+            "Absolute directories or s3://bucket/prefix URLs a data notice may name files under;"
+            " empty refuses every data notice"
+        ),
     )
     request_timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="Deadline to receive a request's headers, and then its body"
@@ -423,8 +426,9 @@ class WebhookConfig(_Strict):
     @classmethod
     def _absolute_roots(cls, roots: list[str]) -> list[str]:
         for root in roots:
-            if not root.startswith("/") or "\\" in root or "\x00" in root or ".." in root.split("/"):
-                raise ValueError(f"{root!r}: a landing root is an absolute POSIX directory without '..'")
+            addressable = root.startswith("/") or (root.startswith("s3://") and len(root) > len("s3://"))
+            if not addressable or "\\" in root or "\x00" in root or ".." in root.split("/"):
+                raise ValueError(f"{root!r}: a landing root is an absolute POSIX directory or s3:// URL without '..'")
         return roots
 
 

@@ -19,9 +19,18 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RETRAINER_", extra="ignore", frozen=True)
 
-    home: Path = Field(Path(".retrainer"), description="State directory (data, history, MLflow store)")
+    home: Path = Field(Path(".retrainer"), description="Local state directory (default stores, local servers)")
     config: Path = Field(Path("retrainer.yaml"), description="Path of the YAML model config")
-    data_root: Path | None = Field(None, description="Batch store; default <home>/data")
+    data_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("RETRAINER_DATA_URL", "RETRAINER_DATA_ROOT", "data_url"),
+        description="Data store: a local folder or an s3:// URL; default <home>/data",
+    )
+    metadata_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("RETRAINER_METADATA_URL", "metadata_url"),
+        description="Metadata store (SQLAlchemy URL, e.g. postgresql+psycopg://...); default SQLite <home>/metadata.db",
+    )
     tracking_uri: str | None = Field(
         None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "RETRAINER_TRACKING_URI"),
@@ -33,9 +42,16 @@ class Settings(BaseSettings):
     )
 
     @property
-    def data_dir(self) -> Path:
-        """Root of the batch store."""
-        return (self.data_root or self.home / "data").absolute()
+    def data_location(self) -> str:
+        """The data store in force: an ``s3://`` URL or an absolute folder."""
+        if self.data_url and self.data_url.startswith("s3://"):
+            return self.data_url
+        return str(Path(self.data_url).absolute() if self.data_url else (self.home / "data").absolute())
+
+    @property
+    def metadata_location(self) -> str:
+        """The metadata store's SQLAlchemy URL in force."""
+        return self.metadata_url or f"sqlite:///{(self.home / 'metadata.db').absolute()}"
 
     @property
     def mlflow_uri(self) -> str:

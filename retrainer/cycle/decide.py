@@ -182,7 +182,7 @@ def conclude(
     outcome, reasons = _outcome(judgement, mode)
     if reinstated:
         reasons = [f"brings back earlier champion v{version.version}, judged as it is", *reasons]
-    with registry.promotion_lock(version.model):
+    with history.promotion_lock():
         earlier = _resume(registry, history, version.version, trigger.flow_run_id)
         if earlier is not None:  # a retried task: the first attempt already decided
             reasons = list(earlier.entry.reasons)
@@ -309,7 +309,7 @@ def reconcile(registry: Registry, history: History, model: str) -> Reconciliatio
     if not history.intents():
         return Reconciliation([], [])
     notes: list[str] = []
-    with registry.promotion_lock(model):
+    with history.promotion_lock():
         for intent in history.intents():
             if intent.state == "pending":
                 notes.append(_repair(registry, history, intent))

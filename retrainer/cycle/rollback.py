@@ -55,7 +55,7 @@ def rollback(
     if found.tags.get("retrainer.verdict") != "promote" and not force:
         raise RollbackError(f"{model} v{target} never passed a judgement; use --force to roll back to it anyway")
     intent = _rollback_intent(model, champion.version, target, reason, force)
-    with registry.promotion_lock(model):
+    with history.promotion_lock():
         now = registry.alias(model, CHAMPION)
         if now is None or now.version != champion.version:
             raise RollbackError(f"{model}@champion moved during the rollback; nothing changed")

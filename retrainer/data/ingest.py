@@ -16,6 +16,7 @@ from retrainer.config import ModelConfig
 from retrainer.data.contract import bounded, check_batch, read_table, schema_for
 from retrainer.data.store import BatchRecord, BatchStore, Manifest, utc_now
 from retrainer.errors import DataError, Violation
+from retrainer.storage import is_s3_url, read_object, too_large
 
 MISSING = "missing"
 """Rule of a source file that does not exist."""
@@ -25,14 +26,14 @@ MISSING = "missing"
 class IngestOutcome:
     """What happened to one source file.
 
-    Exactly one of ``accepted`` and ``error`` is set; ``quarantined`` is the kept copy of a rejected
-    file (``None`` when the file could not even be read from disk).
+    Exactly one of ``accepted`` and ``error`` is set; ``quarantined`` is the location of the kept
+    copy of a rejected file (``None`` when the file could not even be read).
     """
 
-    source: Path
+    source: str
     accepted: BatchRecord | None = None
     error: DataError | None = None
-    quarantined: Path | None = None
+    quarantined: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,7 @@ typed frame and its feature list, or a ``DataError`` listing every broken rule."
 def ingest_file(
     store: BatchStore,
     config: ModelConfig,
-    source: Path,
+    source: str | Path,
     checker: Checker | None = None,
     time_column: str | None = None,
     origin: str = "ingest",
@@ -96,31 +97,43 @@ def ingest_file(
     """Check ``source`` and store it as a new batch, or quarantine it with its reasons.
 
     The source file is only read, never modified or removed. Only a regular file (or a symlink to
-    one) of at most ``config.ingest.max_file_bytes`` is opened; anything else is refused unread and
-    not copied. Never raises for a bad file: every failure becomes the outcome's ``error``.
+    one) or an ``s3://`` object of at most ``config.ingest.max_file_bytes`` is opened; anything else
+    is refused unread and not copied. Never raises for a bad file: every failure becomes the
+    outcome's ``error``.
+
+    Raises:
+        StorageError: the data or metadata store refused or could not be reached (transient); the
+            file is then neither stored nor quarantined.
 
     Args:
         store: Where the batch goes.
         config: The model's config.
-        source: The file.
+        source: The file: a local path or an ``s3://`` URL.
         checker: The contract (default: a labelled batch's, :func:`labelled_checker`).
         time_column: The column dating the rows (default: the model's ``time_column``).
         origin: The stored batch's ``origin``.
     """
+    name = source_name(source)
     try:
-        data = read_source(source, config.ingest.max_file_bytes)
+        data = read_source(name, config.ingest.max_file_bytes)
     except DataError as error:
-        return IngestOutcome(source, error=error)
+        return IngestOutcome(name, error=error)
     sha256 = hashlib.sha256(data).hexdigest()
     check = checker or labelled_checker(config)
     with store.writing() as manifest:
         try:
-            typed, features = _checked(manifest, source, data, sha256, check)
-            record = batch_record(typed, time_column or config.time_column, str(source.absolute()), sha256, origin)
+            typed, features = _checked(manifest, name, data, sha256, check)
+            record = batch_record(typed, time_column or config.time_column, name, sha256, origin)
             store.accept(manifest, typed, record, features)
         except DataError as error:
-            return IngestOutcome(source, error=error, quarantined=store.quarantine(data, source, error))
-    return IngestOutcome(source, accepted=record)
+            return IngestOutcome(name, error=error, quarantined=store.quarantine(manifest, data, name, error))
+    return IngestOutcome(name, accepted=record)
+
+
+def source_name(source: str | Path) -> str:
+    """How a source is named in records: an ``s3://`` URL as given, a local file by its absolute path."""
+    text = str(source)
+    return text if is_s3_url(text) else str(Path(text).absolute())
 
 
 def labelled_checker(config: ModelConfig) -> Checker:
@@ -134,8 +147,8 @@ def labelled_checker(config: ModelConfig) -> Checker:
     return check
 
 
-def read_source(source: Path, max_bytes: int) -> bytes:
-    """Return the bytes of ``source`` if it is a regular file of at most ``max_bytes``.
+def read_source(source: str, max_bytes: int) -> bytes:
+    """Return the bytes of ``source`` if it is a regular file or ``s3://`` object of at most ``max_bytes``.
 
     The type and size are checked with ``stat`` before opening; the open itself never blocks (a FIFO
     swapped in after the check) and the open file is checked again, so a device, FIFO, socket or
@@ -144,8 +157,11 @@ def read_source(source: Path, max_bytes: int) -> bytes:
     Raises:
         DataError: rule ``missing`` (no such file), ``not_regular_file`` (with its kind),
             ``too_large`` (with both sizes) or ``unreadable`` (the OS error).
+        StorageError: an ``s3://`` source's store refused or could not be reached.
     """
-    name = str(source)
+    if is_s3_url(source):
+        return read_object(source, max_bytes)
+    name = source
     try:
         _check_stat(name, os.stat(source), max_bytes)
         fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -158,7 +174,7 @@ def read_source(source: Path, max_bytes: int) -> bytes:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         raise DataError(name, [Violation("unreadable", detail)]) from None
     if len(data) > max_bytes:
-        raise DataError(name, [_too_large(len(data), max_bytes)])
+        raise DataError(name, [too_large(len(data), max_bytes)])
     return data
 
 
@@ -167,11 +183,7 @@ def _check_stat(name: str, info: os.stat_result, max_bytes: int) -> None:
         detail = f"{_kind(info.st_mode)} is not a regular file; only regular files are read"
         raise DataError(name, [Violation("not_regular_file", detail)])
     if info.st_size > max_bytes:
-        raise DataError(name, [_too_large(info.st_size, max_bytes)])
-
-
-def _too_large(size: int, max_bytes: int) -> Violation:
-    return Violation("too_large", f"{size} bytes exceed ingest.max_file_bytes ({max_bytes})")
+        raise DataError(name, [too_large(info.st_size, max_bytes)])
 
 
 def _kind(mode: int) -> str:
@@ -186,18 +198,18 @@ def _kind(mode: int) -> str:
 
 
 def _checked(
-    manifest: Manifest, source: Path, data: bytes, sha256: str, check: Checker
+    manifest: Manifest, source: str, data: bytes, sha256: str, check: Checker
 ) -> tuple[pl.DataFrame, list[str]]:
     duplicate = manifest.by_sha(sha256)
     if duplicate is not None:
         detail = f"byte-identical to accepted batch {duplicate.batch_id} (sha256 {sha256[:12]}…)"
-        raise DataError(str(source), [Violation("duplicate_batch", detail)])
+        raise DataError(source, [Violation("duplicate_batch", detail)])
     try:
-        return check(data, str(source), manifest.features)
+        return check(data, source, manifest.features)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - one file's surprise must not sink the other files of the run
-        raise DataError(str(source), [Violation("unprocessable", bounded(_first_line(exc)))]) from None
+        raise DataError(source, [Violation("unprocessable", bounded(_first_line(exc)))]) from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,36 +1,34 @@
 """The batch store: immutable accepted batches, their manifest, and the quarantine.
 
-Layout under the data root::
+Data objects live in the data store (:class:`~retrainer.storage.Blobs`, a folder or an ``s3://``
+URL), under keys::
 
-    <model>/manifest.json            every accepted batch, in acceptance order
-    <model>/batches/<batch_id>.parquet  read-only typed copy of each accepted batch
-    <model>/quarantine/<stamp>-<name>   byte copy of each rejected file, plus <...>.reason.json
-    <model>/.lock                    serialises writers across processes
-    <model>/traffic/...              the same layout for unlabelled inference batches
-    <model>/labels/...               the same layout for accepted label files
+    <model>/batches/<batch_id>.parquet        typed copy of each accepted batch (never changed)
+    <model>/quarantine/<stamp>-<name>         byte copy of each rejected file, plus <...>.reason.json
+    <model>/traffic/...                       the same layout for unlabelled inference batches
+    <model>/labels/...                        the same layout for accepted label files
 
-The manifest is the source of truth: a batch file it does not list (a crash between the two
-renames) is ignored, and re-ingesting the same file rewrites it under the same id.
+The manifest (every accepted batch, in acceptance order, and the quarantine count) is a document
+of the metadata store, written by compare-and-set under the store's lock, so writers on several
+machines serialise and none loses another's entry. It is the source of truth: a batch object it
+does not list (a crash between the two writes) is ignored, and re-ingesting the same file rewrites
+it under the same id.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import polars as pl
 
 from retrainer.errors import DataError
-from retrainer.fsutil import atomic_write, atomic_write_bytes, file_lock, remove_stale_temporaries
-
-_OWNER_READ_WRITE = 0o600
-_OWNER_READ = 0o400
+from retrainer.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -51,26 +49,39 @@ class BatchRecord:
 
 @dataclass
 class Manifest:
-    """Accepted batches of one model, oldest first, and the feature list pinned by the first one."""
+    """Accepted batches of one model, oldest first, and what else the store knows of them.
+
+    ``features`` is the feature list pinned by the first batch, ``quarantined`` how many files were
+    quarantined, ``revision`` the metadata revision the manifest was read at.
+    """
 
     model: str
     features: list[str] | None = None
     batches: list[BatchRecord] = field(default_factory=list)
+    quarantined: int = 0
+    revision: int = 0
 
     def by_sha(self, sha256: str) -> BatchRecord | None:
         """Return the accepted batch with this content hash, if any."""
         return next((b for b in self.batches if b.sha256 == sha256), None)
 
     def to_json(self) -> str:
-        """Serialise for the manifest file."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        """Serialise for the metadata store (the revision is the store's, not the document's)."""
+        content = asdict(self)
+        del content["revision"]
+        return json.dumps(content, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        """Parse a manifest file's content."""
+    def from_json(cls, text: str, revision: int = 0) -> Manifest:
+        """Parse a stored manifest (or a manifest file of the earlier layout)."""
         raw: dict[str, Any] = json.loads(text)
         batches = [BatchRecord(**b) for b in raw["batches"]]
-        return cls(model=raw["model"], features=raw.get("features"), batches=batches)
+        quarantined = int(raw.get("quarantined", 0))
+        return cls(raw["model"], raw.get("features"), batches, quarantined, revision)
+
+
+MANIFEST = "manifest"
+LABELLED = "labelled"
 
 
 def utc_now() -> str:
@@ -79,10 +90,12 @@ def utc_now() -> str:
 
 
 class BatchStore:
-    """Filesystem store of one model's batches. Creates nothing until a write.
+    """One model's batches: objects in the data store, the manifest in the metadata store.
+
+    Creates nothing until a write.
 
     Args:
-        root: The data root.
+        storage: The data and metadata stores.
         model: The model's name.
         area: ``None`` for the labelled batches; ``traffic`` or ``labels`` for the model's
             inference batches or label files, kept beside them in the same layout.
@@ -92,71 +105,87 @@ class BatchStore:
     ``lineage``).
     """
 
-    def __init__(self, root: Path, model: str, area: str | None = None) -> None:
+    def __init__(self, storage: Storage, model: str, area: str | None = None) -> None:
         self.model = model
-        self.directory = root / model / area if area else root / model
-        self.batches_dir = self.directory / "batches"
-        self.quarantine_dir = self.directory / "quarantine"
-        self.manifest_path = self.directory / "manifest.json"
+        self.area = area or LABELLED
+        self.blobs = storage.blobs
+        self.metadata = storage.metadata
+        self.prefix = f"{model}/{area}" if area else model
 
     @contextmanager
     def writing(self) -> Iterator[Manifest]:
-        """Lock the store for writing and yield the current manifest."""
-        with file_lock(self.directory / ".lock"):
-            for directory in (self.batches_dir, self.quarantine_dir, self.directory):
-                if directory.exists():
-                    remove_stale_temporaries(directory)
+        """Hold the store's lock (across every machine) and yield the current manifest."""
+        with self.metadata.lock(f"store:{self.prefix}"):
+            for folder in ("batches", "quarantine"):
+                self.blobs.sweep(f"{self.prefix}/{folder}")
             yield self.manifest()
 
     def manifest(self) -> Manifest:
         """Read the manifest; an empty one when nothing was accepted yet."""
-        if not self.manifest_path.exists():
-            return Manifest(model=self.model)
-        return Manifest.from_json(self.manifest_path.read_text(encoding="utf-8"))
+        found = self.metadata.get(MANIFEST, self.model, self.area)
+        return Manifest(model=self.model) if found is None else Manifest.from_json(found.body, found.revision)
 
     def quarantined(self) -> int:
-        """How many rejected files are kept in quarantine (each with its reason file)."""
-        return len(list(self.quarantine_dir.glob("*.reason.json"))) if self.quarantine_dir.exists() else 0
+        """How many rejected files are kept in quarantine (each with its reason)."""
+        return self.manifest().quarantined
 
-    def batch_path(self, batch_id: str) -> Path:
-        """Location of an accepted batch's Parquet copy."""
-        return self.batches_dir / f"{batch_id}.parquet"
+    def batch_key(self, batch_id: str) -> str:
+        """Key of an accepted batch's Parquet copy in the data store."""
+        return f"{self.prefix}/batches/{batch_id}.parquet"
 
     def accept(self, manifest: Manifest, frame: pl.DataFrame, record: BatchRecord, features: list[str]) -> None:
-        """Publish ``frame`` as an immutable batch, then list it in the manifest (call inside :meth:`writing`)."""
-        atomic_write(self.batch_path(record.batch_id), lambda tmp: frame.write_parquet(tmp), read_only=True)
+        """Publish ``frame`` as an immutable batch, then list it in the manifest (call inside :meth:`writing`).
+
+        Raises:
+            StorageError: the manifest changed since it was read (this writer lost its lock).
+        """
+        self.blobs.write_parquet(self.batch_key(record.batch_id), frame)
         manifest.features = manifest.features or features
         manifest.batches.append(record)
-        atomic_write_bytes(self.manifest_path, manifest.to_json().encode("utf-8"))
+        self._save(manifest)
 
-    def quarantine(self, data: bytes, source: Path, error: DataError) -> Path:
-        """Keep a byte copy of a rejected file with its reasons; return the copy's path.
+    def quarantine(self, manifest: Manifest, data: bytes, source: str, error: DataError) -> str:
+        """Keep a byte copy of a rejected file with its reasons; return the copy's location.
 
-        Neither file is readable by anyone but the owner, whatever the umask: a rejected file may hold
-        anything. The copy is 0400 (immutable, like a batch), the reason file 0600. The reason file
-        lists the violations as the contract rendered them (examples already bounded).
+        Call inside :meth:`writing`. On a local store neither file is readable by anyone but the
+        owner, whatever the umask: a rejected file may hold anything. The copy is 0400 (immutable,
+        like a batch), the reason file 0600. The reason file lists the violations as the contract
+        rendered them (examples already bounded).
         """
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        copy = self.quarantine_dir / f"{stamp}-{source.name}"
+        key = f"{self.prefix}/quarantine/{stamp}-{PurePosixPath(source).name or 'file'}"
         reason = {
-            "source": str(source),
+            "source": source,
             "rejected_at": utc_now(),
             "violations": [asdict(v) for v in error.violations],
             "message": str(error),
         }
-        atomic_write(copy, lambda tmp: _write_private(tmp, data, _OWNER_READ))
-        reason_path = copy.with_name(copy.name + ".reason.json")
-        reason_bytes = json.dumps(reason, indent=2).encode("utf-8")
-        atomic_write(reason_path, lambda tmp: _write_private(tmp, reason_bytes, _OWNER_READ_WRITE))
-        return copy
+        self.blobs.put_private(key, data, read_only=True)
+        self.blobs.put_private(key + ".reason.json", json.dumps(reason, indent=2).encode("utf-8"), read_only=False)
+        manifest.quarantined += 1
+        self._save(manifest)
+        return self.blobs.location(key)
+
+    def scan(self, records: list[BatchRecord]) -> list[pl.LazyFrame]:
+        """Lazy frames of accepted batches, in the given order (collect inside ``blobs.reading``)."""
+        return self.blobs.scan_parquet([self.batch_key(r.batch_id) for r in records])
 
     def read(self, records: list[BatchRecord], columns: list[str] | None = None) -> pl.DataFrame:
-        """Concatenate accepted batches (in the given order), reading only ``columns``."""
-        frames = [pl.scan_parquet(self.batch_path(r.batch_id)) for r in records]
-        lazy = pl.concat(frames, how="diagonal_relaxed")
+        """Concatenate accepted batches (in the given order), reading only ``columns``.
+
+        Raises:
+            TransientStorageError: the data store could not be reached.
+        """
+        lazy = pl.concat(self.scan(records), how="diagonal_relaxed")
         if columns is not None:
             lazy = lazy.select(columns)
-        return lazy.collect()
+        with self.blobs.reading(f"batches of {self.model}"):
+            return lazy.collect()
+
+    def _save(self, manifest: Manifest) -> None:
+        manifest.revision = self.metadata.put(
+            MANIFEST, self.model, self.area, manifest.to_json(), expected=manifest.revision
+        )
 
 
 def split_latest(frame: pl.DataFrame, share: float, time_column: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -178,12 +207,3 @@ def split_latest(frame: pl.DataFrame, share: float, time_column: str | None) -> 
     if boundary is not None:
         cut = int((times < boundary).sum() + times.null_count())
     return ordered.head(cut), ordered.slice(cut)
-
-
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to a new file created owner-only, then give it ``mode`` (also owner-only)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _OWNER_READ_WRITE)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), _OWNER_READ_WRITE)
-        handle.write(data)
-        os.fchmod(handle.fileno(), mode)

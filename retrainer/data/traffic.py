@@ -18,7 +18,8 @@ label became known). Labels join the traffic by id:
   its file arrived is quarantined with rule ``unknown_id``, naming its file.
 
 Every join runs under the model's store locks (labelled, then traffic, then labels: always in that
-order), so a join never sees half a file and no label joins twice. A joined batch stays
+order, held by the metadata store across machines), so a join never sees half a file and no label
+joins twice. A joined batch stays
 *unannounced* (in every later :class:`JoinReport`) until :func:`mark_announced` records that its
 ``labels.joined`` event left, so a process killed between the two loses no event.
 """
@@ -33,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import polars as pl
@@ -49,7 +50,7 @@ from retrainer.data.contract import (
 from retrainer.data.ingest import Checker, IngestOutcome, batch_record, ingest_file
 from retrainer.data.store import BatchRecord, BatchStore, Manifest
 from retrainer.errors import DataError, Violation
-from retrainer.fsutil import atomic_write_bytes
+from retrainer.storage import Storage
 
 TRAFFIC, LABELS = "traffic", "labels"
 OBSERVED, LABEL_FILE, JOINED, EXPIRED = "observed", "label_file", "joined", "expired"
@@ -58,7 +59,7 @@ _RECEIVED = "_received_at"
 _INFERENCE = "_inference_batch"
 _INFERRED_AT = "_inferred_at"
 _INTERNAL = {_FILE, _RECEIVED, _INFERENCE, _INFERRED_AT}
-ANNOUNCED = "announced.json"
+ANNOUNCED = "announced"
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ class ModelData:
     labels: BatchStore
 
     @classmethod
-    def of(cls, root: Path, model: str) -> ModelData:
-        """The three stores of ``model`` under the data root (nothing is created)."""
-        return cls(BatchStore(root, model), BatchStore(root, model, TRAFFIC), BatchStore(root, model, LABELS))
+    def of(cls, storage: Storage, model: str) -> ModelData:
+        """The three stores of ``model`` (nothing is created)."""
+        return cls(BatchStore(storage, model), BatchStore(storage, model, TRAFFIC), BatchStore(storage, model, LABELS))
 
     @contextmanager
     def writing(self) -> Iterator[tuple[Manifest, Manifest, Manifest]]:
@@ -115,7 +116,7 @@ class JoinReport:
     batch: BatchRecord | None
     joined_rows: int
     pending_rows: int
-    expired: list[Path]
+    expired: list[str]
     lag: LabelLag | None
     unannounced: list[BatchRecord] = field(default_factory=list)
 
@@ -155,7 +156,7 @@ def traffic_summary(data: ModelData) -> dict[str, Any]:
     }
 
 
-def observe_file(data: ModelData, config: ModelConfig, source: Path) -> IngestOutcome:
+def observe_file(data: ModelData, config: ModelConfig, source: str) -> IngestOutcome:
     """Check an unlabelled inference file and store it as a traffic batch, or quarantine it.
 
     As :func:`~retrainer.data.ingest.ingest_file`, with the inference contract and the rule that its
@@ -166,7 +167,7 @@ def observe_file(data: ModelData, config: ModelConfig, source: Path) -> IngestOu
     return ingest_file(data.traffic, config, source, checker, origin=OBSERVED)
 
 
-def label_file(data: ModelData, config: ModelConfig, source: Path) -> IngestOutcome:
+def label_file(data: ModelData, config: ModelConfig, source: str) -> IngestOutcome:
     """Check a label file and keep it (whole) for joining, or quarantine it whole.
 
     Never raises for a bad file. The accepted file joins on the next :func:`join_labels`.
@@ -230,10 +231,12 @@ def join_labels(data: ModelData, config: ModelConfig, now: datetime | None = Non
     with data.writing() as (labelled, traffic, labels):
         waiting = _waiting(data, labelled, labels, column)
         observed = _observed(data.traffic, traffic, column, config)
-        joined = observed.join(waiting, on=column, how="inner").collect()
+        with data.labelled.blobs.reading(f"traffic and labels of {data.labelled.model}"):
+            joined = observed.join(waiting, on=column, how="inner").collect()
         features = traffic.features
         batch, lag = _store_joined(data, labelled, config, joined, labels, features) if joined.height else (None, None)
-        still = waiting.join(observed.select(column), on=column, how="anti").collect()
+        with data.labelled.blobs.reading(f"labels of {data.labelled.model}"):
+            still = waiting.join(observed.select(column), on=column, how="anti").collect()
         expired = _expire(data, labels, config, still, now)
         pending = still.height - sum(e.rows for e in expired)
         sent = _announced(data)
@@ -245,14 +248,16 @@ def mark_announced(data: ModelData, batch_ids: list[str]) -> None:
     """Record that the ``labels.joined`` events of ``batch_ids`` were sent."""
     if not batch_ids:
         return
-    with data.labels.writing():
+    store = data.labels
+    with store.writing():
+        found = store.metadata.get(ANNOUNCED, store.model, LABELS)
         sent = sorted(_announced(data) | set(batch_ids))
-        atomic_write_bytes(data.labels.directory / ANNOUNCED, json.dumps(sent).encode("utf-8"))
+        store.metadata.put(ANNOUNCED, store.model, LABELS, json.dumps(sent), expected=found.revision if found else 0)
 
 
 def _announced(data: ModelData) -> set[str]:
-    path = data.labels.directory / ANNOUNCED
-    return set(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else set()
+    found = data.labels.metadata.get(ANNOUNCED, data.labels.model, LABELS)
+    return set(json.loads(found.body)) if found else set()
 
 
 def _ids(store: BatchStore, batches: list[BatchRecord], column: str) -> pl.Series:
@@ -268,23 +273,15 @@ def _waiting(data: ModelData, labelled: Manifest, labels: Manifest, column: str)
         return pl.LazyFrame(schema={column: pl.String, _FILE: pl.String, _RECEIVED: pl.String})
     rows = pl.concat(
         [
-            pl.scan_parquet(data.labels.batch_path(b.batch_id)).with_columns(
-                pl.lit(b.batch_id).alias(_FILE), pl.lit(b.ingested_at).alias(_RECEIVED)
-            )
-            for b in files
+            frame.with_columns(pl.lit(b.batch_id).alias(_FILE), pl.lit(b.ingested_at).alias(_RECEIVED))
+            for b, frame in zip(files, data.labels.scan(files), strict=True)
         ],
         how="diagonal_relaxed",
     )
-    done = [
-        pl.scan_parquet(data.labelled.batch_path(b.batch_id)).select(column)
-        for b in labelled.batches
-        if b.origin == JOINED
-    ]
+    done = [frame.select(column) for frame in data.labelled.scan([b for b in labelled.batches if b.origin == JOINED])]
     waiting = rows.join(pl.concat(done), on=column, how="anti") if done else rows
     expired = [
-        pl.scan_parquet(data.labels.batch_path(b.batch_id)).select(column, _FILE)
-        for b in labels.batches
-        if b.origin == EXPIRED
+        frame.select(column, _FILE) for frame in data.labels.scan([b for b in labels.batches if b.origin == EXPIRED])
     ]
     # An expired label is that file's label: the same id sent again in a later file waits anew.
     return waiting.join(pl.concat(expired), on=[column, _FILE], how="anti") if expired else waiting
@@ -298,9 +295,9 @@ def _observed(traffic_store: BatchStore, traffic: Manifest, column: str, config:
     time = config.time_column
     label_time = config.labels.time_column
     frames = []
-    for b in batches:
+    for b, scanned in zip(batches, traffic_store.scan(batches), strict=True):
         arrived = _utc_text(pl.lit(b.ingested_at))
-        frame = pl.scan_parquet(traffic_store.batch_path(b.batch_id)).with_columns(
+        frame = scanned.with_columns(
             pl.lit(b.batch_id).alias(_INFERENCE), (pl.col(time) if time else arrived).alias(_INFERRED_AT)
         )
         if label_time and label_time in b.columns:  # the label's own time comes from the label file
@@ -369,7 +366,7 @@ def _utc_text(text: pl.Expr) -> pl.Expr:
 
 @dataclass(frozen=True)
 class _Expired:
-    copy: Path
+    copy: str
     rows: int
 
 
@@ -392,8 +389,8 @@ def _expire(
         everyone = pl.Series([True] * rows.height)
         error = DataError(record.source, flag_rows(rows, column, everyone, "unknown_id", detail))
         kept = rows.drop(_RECEIVED)
-        named = Path(record.source)
-        copy = data.labels.quarantine(_parquet_bytes(kept), named.with_name(f"{named.stem}.unknown-ids.parquet"), error)
+        named = PurePosixPath(record.source)
+        copy = data.labels.quarantine(labels, _parquet_bytes(kept), f"{named.stem}.unknown-ids.parquet", error)
         sha = hashlib.sha256(f"expired:{file_id}:{now.isoformat()}".encode()).hexdigest()
         expired = batch_record(kept, None, record.source, sha, EXPIRED)
         data.labels.accept(labels, kept, expired, labels.features or kept.columns)

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from retrainer import events
 from retrainer.config import ModelName
 from retrainer.monitor.snapshot import dataset_share, snapshot_columns
+from retrainer.storage import is_s3_url
 
 SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
@@ -120,8 +121,9 @@ class DataNotice(_Message):
 def path_problem(path: str) -> str | None:
     """Why ``path`` cannot name a landed file, or ``None``.
 
-    A usable path is absolute POSIX, at most 4096 characters, without NUL or other control characters,
-    backslashes (Windows and UNC forms) or ``..`` components, so that its meaning is fixed by its text.
+    A usable path is absolute POSIX or an ``s3://bucket/key`` URL, at most 4096 characters, without
+    NUL or other control characters, backslashes (Windows and UNC forms) or ``..`` components, so
+    that its meaning is fixed by its text.
     """
     shown = repr(path[:80])
     if not path or len(path) > MAX_PATH_LENGTH:
@@ -130,8 +132,8 @@ def path_problem(path: str) -> str | None:
         return f"{shown}: a path has no NUL or other control characters"
     if "\\" in path:
         return f"{shown}: give a POSIX path (no backslashes, drive letters or UNC shares)"
-    if not path.startswith("/"):
-        return f"{shown}: give absolute paths (the ingest runs elsewhere)"
+    if not path.startswith("/") and not is_s3_url(path):
+        return f"{shown}: give absolute paths or s3:// URLs (the ingest runs elsewhere)"
     if ".." in path.split("/"):
         return f"{shown}: a path has no '..' components"
     return None
@@ -144,13 +146,20 @@ def outside_landing_roots(notice: DataNotice, roots: list[str]) -> str | None:
     """
     if not roots:
         return "data notices are refused: webhook.landing_roots is not configured"
-    bases = [PurePosixPath(root) for root in roots]
+    bases = [_lexical(root) for root in roots]
     for path in notice.files:
-        # normpath folds '.' and repeated slashes; '..' was refused by path_problem.
-        lexical = PurePosixPath(posixpath.normpath(path))
-        if not any(lexical != base and lexical.is_relative_to(base) for base in bases):
+        scheme, lexical = _lexical(path)
+        if not any(scheme == s and lexical != base and lexical.is_relative_to(base) for s, base in bases):
             return f"{path[:200]!r} is not under any of webhook.landing_roots"
     return None
+
+
+def _lexical(path: str) -> tuple[str, PurePosixPath]:
+    """The scheme (``file`` or ``s3``) and the normalised path; an S3 URL's path starts with its bucket."""
+    # normpath folds '.' and repeated slashes; '..' was refused by path_problem.
+    if is_s3_url(path):
+        return "s3", PurePosixPath(posixpath.normpath("/" + path.removeprefix("s3://")))
+    return "file", PurePosixPath(posixpath.normpath(path))
 
 
 def _content_digest(message: BaseModel) -> str:

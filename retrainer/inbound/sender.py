@@ -20,6 +20,7 @@ from retrainer.config import validation_problems
 from retrainer.errors import ConfigError
 from retrainer.inbound.gate import JSON_TYPE, SIGNATURE_HEADER, sign
 from retrainer.inbound.messages import DataNotice, DriftAlert
+from retrainer.storage import is_s3_url
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -71,14 +72,16 @@ def drift_alert(
 
 
 def data_notice(
-    model: str, files: list[Path], *, source: str, notice_id: str | None = None, kind: str = "labelled"
+    model: str, files: list[str], *, source: str, notice_id: str | None = None, kind: str = "labelled"
 ) -> DataNotice:
-    """Build a validated new-data notice (``kind``: labelled, inference or labels); files are sent absolute.
+    """Build a validated new-data notice (``kind``: labelled, inference or labels).
+
+    Local files are sent as absolute paths, ``s3://`` URLs as given.
 
     Raises:
         ConfigError: the values do not make a valid notice.
     """
-    paths = [str(f.absolute()) for f in files]
+    paths = [f if is_s3_url(f) else str(Path(f).absolute()) for f in files]
     fields = {"model": model, "source": source, "files": paths, "notice_id": notice_id, "kind": kind}
     notice = _validated(DataNotice, fields)
     return notice.model_copy(update={"notice_id": notice.key})

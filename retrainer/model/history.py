@@ -1,9 +1,12 @@
 """Append-only promotion history per model: who or what decided, what, why and when.
 
-A change of ``@champion`` is crash-consistent through an intent journal next to the history file: an
-:class:`Intent` (where the alias goes, the version tags, the history line and the event to announce)
-is written durably before the alias moves, completed after, and removed once announced. Whatever a
-killed process left behind is reconciled by the next retrain, ``retrainer status`` or ``rollback``.
+The history and its intent journal live in the metadata store (:class:`~retrainer.storage.Metadata`).
+A change of ``@champion`` is crash-consistent through the journal: an :class:`Intent` (where the
+alias goes, the version tags, the history line and the event to announce) is committed before the
+alias moves, completed after, and removed once announced. Whatever a killed process left behind is
+reconciled by the next retrain, ``retrainer status`` or ``rollback``. Every change of the record
+happens under the model's promotion lock (:meth:`History.promotion_lock`), held by the metadata
+store across machines: two workers can never both move ``@champion``.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from retrainer.fsutil import append_line, atomic_write_bytes
+from retrainer.storage import Metadata
 
 IntentState = Literal["pending", "recorded"]
+INTENT = "intent"
 
 
 @dataclass(frozen=True)
@@ -93,15 +98,27 @@ class Intent:
 
 
 class History:
-    """The history file of one model (JSON lines, appended, never rewritten) and its intent journal."""
+    """The promotion history of one model (lines, appended, never rewritten) and its intent journal.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.journal = path.parent / f"{path.stem}.intents"
+    Args:
+        metadata: The metadata store.
+        model: The model's name.
+    """
+
+    def __init__(self, metadata: Metadata, model: str) -> None:
+        self.metadata = metadata
+        self.model = model
+        self.stream = f"history/{model}"
+
+    @contextmanager
+    def promotion_lock(self) -> Iterator[None]:
+        """Serialise changes of the model's promotion record across every process and machine."""
+        with self.metadata.lock(f"promotion:{self.model}"):
+            yield
 
     def append(self, entry: HistoryEntry) -> None:
         """Add an entry durably."""
-        append_line(self.path, json.dumps(asdict(entry), sort_keys=True))
+        self.metadata.append(self.stream, json.dumps(asdict(entry), sort_keys=True))
 
     def append_once(self, entry: HistoryEntry) -> bool:
         """Add ``entry`` unless an identical line is already there (a repeated reconcile); True when added."""
@@ -112,28 +129,19 @@ class History:
 
     def write_intent(self, intent: Intent) -> None:
         """Publish ``intent`` (new or with a new state) durably and atomically."""
-        data = json.dumps(asdict(intent), sort_keys=True).encode("utf-8")
-        atomic_write_bytes(self.journal / f"{intent.key}.json", data)
+        self.metadata.put(INTENT, self.model, intent.key, json.dumps(asdict(intent), sort_keys=True))
 
     def drop_intent(self, intent: Intent) -> None:
         """Forget a finished (announced) or abandoned intent."""
-        (self.journal / f"{intent.key}.json").unlink(missing_ok=True)
+        self.metadata.delete(INTENT, self.model, intent.key)
 
     def intents(self) -> list[Intent]:
         """Intents not yet announced, oldest first (stable only under the promotion lock)."""
-        if not self.journal.is_dir():
-            return []
-        # A temporary of a write in progress (or of a killed one) is not an intent.
-        paths = [p for p in self.journal.glob("*.json") if not p.name.startswith(".tmp-")]
-        found = [intent for intent in map(_read_intent, paths) if intent is not None]
-        return sorted(found, key=lambda intent: intent.key)
+        return [_intent(json.loads(document.body)) for _, document in self.metadata.documents(INTENT, self.model)]
 
     def entries(self) -> list[HistoryEntry]:
         """All entries, oldest first; an empty list before the first decision."""
-        if not self.path.exists():
-            return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [HistoryEntry(**json.loads(line)) for line in lines if line.strip()]
+        return [HistoryEntry(**json.loads(line)) for line in self.metadata.lines(self.stream)]
 
     def promoted_over(self, version: str) -> str | None:
         """The champion ``version`` replaced when it was last promoted (a rollback to it does not count)."""
@@ -152,14 +160,6 @@ class History:
             if entry.version == version and entry.outcome in {"Promoted", "RolledBack"}:
                 return entry.replaced
         return None
-
-
-def _read_intent(path: Path) -> Intent | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:  # announced (removed) by another process since it was listed
-        return None
-    return _intent(json.loads(text))
 
 
 def _intent(raw: dict[str, Any]) -> Intent:

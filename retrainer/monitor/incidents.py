@@ -1,8 +1,9 @@
 """Drift incidents: when drifting checks become one retrain, and the state that survives restarts.
 
 The rules are pure functions over :class:`IncidentState`; :class:`IncidentBook` persists the state
-of one model as a JSON file, changed only under a file lock, so the monitor and retrain flows of
-any process on this host see one consistent history.
+of one model as a document of the metadata store, changed only under the model's incident lock
+(held by the store across machines) and by compare-and-set, so the monitor and retrain flows of any
+worker see one consistent history and never open two incidents.
 
 Rules, in the order they apply to a new check:
 
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from retrainer.config import IncidentPolicy
-from retrainer.fsutil import atomic_write_bytes, file_lock
+from retrainer.storage import Metadata
 
 T = TypeVar("T")
 _KEPT_CLOSED = 20
@@ -547,26 +548,44 @@ def _iso(moment: datetime | None) -> str:
     return moment.isoformat(timespec="seconds") if moment else "?"
 
 
-class IncidentBook:
-    """The persisted :class:`IncidentState` of one model (a JSON file plus its lock)."""
+INCIDENTS = "incidents"
 
-    def __init__(self, path: Path, model: str) -> None:
-        self.path = path
+
+class IncidentBook:
+    """The persisted :class:`IncidentState` of one model (a document of the metadata store).
+
+    Args:
+        metadata: The metadata store.
+        model: The model's name.
+    """
+
+    def __init__(self, metadata: Metadata, model: str) -> None:
+        self.metadata = metadata
         self.model = model
 
     def read(self) -> IncidentState:
         """The current state (a crashed retrain already no longer in flight); an empty one before the first check."""
-        if not self.path.exists():
-            return IncidentState(model=self.model)
-        state = _state_from_json(json.loads(self.path.read_text(encoding="utf-8")))
-        return reap_crashed_retrain(state, datetime.now(UTC))
+        return self._read()[0]
 
     def update(self, change: Callable[[IncidentState], tuple[IncidentState, T]]) -> T:
-        """Apply ``change`` to the state under the lock, persist the new state, return its result."""
-        with file_lock(self.path.with_name(self.path.name + ".lock")):
-            state, result = change(self.read())
-            atomic_write_bytes(self.path, json.dumps(_state_to_json(state), indent=2).encode("utf-8"))
+        """Apply ``change`` to the state under the lock, persist the new state, return its result.
+
+        Raises:
+            StorageError: the state changed since it was read (this writer lost its lock); nothing written.
+        """
+        with self.metadata.lock(f"incidents:{self.model}"):
+            current, revision = self._read()
+            state, result = change(current)
+            body = json.dumps(_state_to_json(state), indent=2)
+            self.metadata.put(INCIDENTS, self.model, "", body, expected=revision)
             return result
+
+    def _read(self) -> tuple[IncidentState, int]:
+        found = self.metadata.get(INCIDENTS, self.model)
+        if found is None:
+            return IncidentState(model=self.model), 0
+        state = _state_from_json(json.loads(found.body))
+        return reap_crashed_retrain(state, datetime.now(UTC)), found.revision
 
 
 def _state_to_json(state: IncidentState) -> dict[str, Any]:

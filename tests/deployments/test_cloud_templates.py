@@ -52,8 +52,8 @@ def test_drift_template_renders_the_receivers_event(alert: DriftAlert) -> None:
 @pytest.mark.parametrize(
     "notice",
     [
-        data_notice("churn", [Path("/landing/a.parquet"), Path("/landing/b.csv")], source="airflow"),
-        data_notice("churn", [Path("/landing/a.parquet")], source="external", notice_id="dag-run-3"),
+        data_notice("churn", ["/landing/a.parquet", "/landing/b.csv"], source="airflow"),
+        data_notice("churn", ["/landing/a.parquet"], source="external", notice_id="dag-run-3"),
     ],
 )
 def test_data_template_renders_the_receivers_event(notice: DataNotice) -> None:

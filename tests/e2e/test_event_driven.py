@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from retrainer.config import load_settings
 from retrainer.data.store import BatchStore
 from retrainer.data.synth import demo_config, make_batch
+from retrainer.workspace import Workspace
 from tests.conftest import Project
 from tests.e2e.conftest import BIN, post, start_receiver, wait_for
 
@@ -179,7 +181,7 @@ def test_a_signed_data_notice_runs_the_ingest_and_then_the_monitor(served: Proje
 
     [ingest] = wait_for(ingest_of_the_notice, 180, "the ingest started by the notice")
     assert ingest["parameters"]["model"] == "churn" and ingest["state_name"] == "Accepted"
-    assert BatchStore(served.home / "data", "churn").manifest().batches[-1].source == landed
+    assert _store(served).manifest().batches[-1].source == landed
 
     def new_monitors() -> list[dict[str, Any]]:
         runs = _runs(prefect_api, "monitor")
@@ -193,7 +195,9 @@ def test_unlabelled_traffic_and_its_late_labels_drive_the_flows_through_notices(
 ) -> None:
     secret = "the-shared-secret-of-this-test"  # noqa: S105 (a test secret)
     env = {**_environment(served, prefect_api), "RETRAINER_WEBHOOK_SECRET": secret}
-    if not BatchStore(served.home / "data", "churn").manifest().batches:  # run alone: bootstrap a champion
+    if (
+        not _store(served).manifest().batches
+    ):  # run alone: bootstrap a champion
         files = [served.file(f"boot{d}", make_batch(4000, seed=d, day=d)) for d in range(3)]
         assert _cli(served, prefect_api, "ingest", "--model", "churn", *files).returncode == 0
         assert _cli(served, prefect_api, "retrain", "--model", "churn", "--reason", "bootstrap").returncode == 0
@@ -244,5 +248,11 @@ def test_unlabelled_traffic_and_its_late_labels_drive_the_flows_through_notices(
     )
     assert answered["parameters"]["incident_key"] == incident
     assert answered["state_name"] in {"Promoted", "Rejected"}, answered["state_message"]
-    joined = [b for b in BatchStore(served.home / "data", "churn").manifest().batches if b.origin == "joined"]
+    joined = [
+        b for b in _store(served).manifest().batches if b.origin == "joined"
+    ]
     assert [b.rows for b in joined] == [3000]
+
+
+def _store(served: Project) -> BatchStore:
+    return Workspace(load_settings(home=served.home)).store("churn")

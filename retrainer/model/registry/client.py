@@ -58,8 +58,10 @@ class Registry:
 
     Args:
         tracking_uri: MLflow tracking and registry URI.
-        artifact_root: Artifact location for experiments retrainer creates.
-        lock_dir: Directory of the promotion locks (shared by every process on this host).
+        artifact_root: Artifact location of the experiments retrainer creates in a local (SQLite)
+            store. Against a tracking server none is set: models, references and reports go
+            through the server's artifact store, so any machine loads them.
+        lock_dir: Where processes of this host serialise the creation of a local store.
     """
 
     def __init__(self, tracking_uri: str, artifact_root: Path, lock_dir: Path) -> None:
@@ -104,14 +106,29 @@ class Registry:
         Training runs (one per challenger) go to ``retrainer-<model>``; drift checks to
         ``retrainer-<model>-monitoring``.
         """
+        from mlflow.exceptions import MlflowException
+
         name = f"retrainer-{model}" if purpose == "training" else f"retrainer-{model}-{purpose}"
         with self._errors(f"experiment {name}"):
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return str(found.experiment_id)
-            folder = self.artifact_root / model
-            location = (folder if purpose == "training" else folder / purpose).as_uri()
-            return str(self.client.create_experiment(name, artifact_location=location))
+            try:
+                return str(self.client.create_experiment(name, artifact_location=self._location(model, purpose)))
+            except MlflowException as exc:  # another worker created it first
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                created = self.client.get_experiment_by_name(name)
+                if created is None:
+                    raise
+                return str(created.experiment_id)
+
+    def _location(self, model: str, purpose: Purpose) -> str | None:
+        """A local store's artifact folder; none for a server, whose own artifact store serves every machine."""
+        if sqlite_path(self.tracking_uri) is None:
+            return None
+        folder = self.artifact_root / model
+        return (folder if purpose == "training" else folder / purpose).as_uri()
 
     def start_run(
         self,
@@ -215,7 +232,11 @@ class Registry:
         try:
             self.client.get_registered_model(model)
         except MlflowException:
-            self.client.create_registered_model(model, description=f"Managed by retrainer ({model}).")
+            try:
+                self.client.create_registered_model(model, description=f"Managed by retrainer ({model}).")
+            except MlflowException as exc:  # another worker registered it first
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
 
     def run_details(self, run_id: str) -> tuple[dict[str, str], dict[str, float]]:
         """Tags and latest metric values of a tracking run."""
@@ -248,12 +269,6 @@ class Registry:
         """Point ``alias`` at ``version`` unconditionally."""
         with self._errors(f"alias {model}@{alias}"):
             self.client.set_registered_model_alias(model, alias, version)
-
-    @contextmanager
-    def promotion_lock(self, model: str) -> Iterator[None]:
-        """Serialise alias moves of ``model`` across processes on this host."""
-        with file_lock(self.lock_dir / f"{model}.promotion.lock"):
-            yield
 
     def tag_version(self, model: str, version: str, tags: Mapping[str, str]) -> None:
         """Set tags on a model version."""

@@ -77,7 +77,7 @@ class SteppedHistory(History):
 
 ws = Workspace.open()
 registry = SteppedRegistry(ws.registry.tracking_uri, ws.registry.artifact_root, ws.registry.lock_dir)
-history = SteppedHistory(ws.history("churn").path)
+history = SteppedHistory(ws.storage.metadata, "churn")
 conclude(registry, history, version, champion, judgement, "enforce", Trigger("crash test"))
 boundary("done")
 """

@@ -17,6 +17,7 @@ from retrainer.data.store import BatchRecord, BatchStore, split_latest
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.errors import ConfigError
 from retrainer.model.registry import VersionInfo
+from retrainer.storage import Storage
 
 ROWS = 400
 
@@ -30,7 +31,7 @@ def churn_config(**sections: Any) -> ModelConfig:
 
 def stored_days(tmp_path: Path, config: ModelConfig, days: int) -> BatchStore:
     """A churn store holding ``days`` daily batches, the rows of each written in shuffled time order."""
-    store = BatchStore(tmp_path / "data", "churn")
+    store = BatchStore(Storage.local(tmp_path / "data"), "churn")
     for day in range(days):
         path = tmp_path / f"day{day}.parquet"
         make_batch(ROWS, seed=day, day=day).sample(fraction=1.0, shuffle=True, seed=day).write_parquet(path)

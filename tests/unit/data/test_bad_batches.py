@@ -21,6 +21,7 @@ from retrainer.config import ModelConfig, parse_project
 from retrainer.data.ingest import IngestOutcome, ingest_file
 from retrainer.data.store import BatchRecord, BatchStore
 from retrainer.data.synth import demo_config, make_batch
+from retrainer.storage import Storage
 
 ROWS = 300
 FEATURES = [
@@ -287,11 +288,19 @@ BAD_BATCHES: dict[str, BadBatch] = {
 # --------------------------------------------------------------------------- tests
 
 
+def batches_dir(store: BatchStore) -> Path:
+    return Path(store.blobs.url, store.prefix, "batches")
+
+
+def quarantine_dir(store: BatchStore) -> Path:
+    return Path(store.blobs.url, store.prefix, "quarantine")
+
+
 @pytest.mark.parametrize("case", BAD_BATCHES.values(), ids=list(BAD_BATCHES))
 def test_bad_batch_is_rejected_quarantined_and_not_stored(tmp_path: Path, case: BadBatch) -> None:
     model, make_config = CONFIGS[case.config]
     config = make_config()
-    store = BatchStore(tmp_path / "data", model)
+    store = BatchStore(Storage.local(tmp_path / "data"), model)
     accepted: BatchRecord | None = None
     if case.after_accepted_batch:
         first = tmp_path / "accepted.csv"
@@ -301,8 +310,8 @@ def test_bad_batch_is_rejected_quarantined_and_not_stored(tmp_path: Path, case: 
     source.parent.mkdir()
     case.write(source)
     source_bytes, source_mtime = source.read_bytes(), source.stat().st_mtime_ns
-    batches_before, ids_before = listing(store.batches_dir), manifest_ids(store)
-    quarantine_before = listing(store.quarantine_dir)
+    batches_before, ids_before = listing(batches_dir(store)), manifest_ids(store)
+    quarantine_before = listing(quarantine_dir(store))
 
     outcome = ingest_file(store, config, source)
 
@@ -322,14 +331,14 @@ def test_bad_batch_is_rejected_quarantined_and_not_stored(tmp_path: Path, case: 
         assert f"accepted batch {accepted.batch_id}" in str(outcome.error)
 
     # (2) a byte copy in quarantine with a sibling reason file listing the rules
-    copy = outcome.quarantined
-    assert copy is not None
+    assert outcome.quarantined is not None
+    copy = Path(outcome.quarantined)
     assert copy.parent == tmp_path / "data" / model / "quarantine"
     assert copy.name.endswith(f"-{case.filename}")
     assert copy.read_bytes() == source_bytes
     assert copy.stat().st_mode & 0o222 == 0
     reason_path = copy.with_name(copy.name + ".reason.json")
-    assert listing(store.quarantine_dir) - quarantine_before == {copy.name, reason_path.name}
+    assert listing(quarantine_dir(store)) - quarantine_before == {copy.name, reason_path.name}
     reason = json.loads(reason_path.read_text(encoding="utf-8"))
     assert [(v["rule"], v["column"]) for v in reason["violations"]] == list(case.violations)
     assert reason["source"] == str(source)
@@ -341,12 +350,12 @@ def test_bad_batch_is_rejected_quarantined_and_not_stored(tmp_path: Path, case: 
     assert source.stat().st_mtime_ns == source_mtime
 
     # (4) nothing was stored
-    assert listing(store.batches_dir) == batches_before
+    assert listing(batches_dir(store)) == batches_before
     assert manifest_ids(store) == ids_before
 
 
 def test_missing_source_is_missing_and_not_quarantined(tmp_path: Path) -> None:
-    store = BatchStore(tmp_path / "data", "churn")
+    store = BatchStore(Storage.local(tmp_path / "data"), "churn")
     source = tmp_path / "never_arrived.csv"
 
     outcome = ingest_file(store, binary_config(), source)
@@ -356,8 +365,8 @@ def test_missing_source_is_missing_and_not_quarantined(tmp_path: Path) -> None:
     assert [(v.rule, v.column) for v in outcome.error.violations] == [("missing", None)]
     assert str(outcome.error) == f"{source}: missing: no such file"
     assert outcome.quarantined is None
-    assert not store.quarantine_dir.exists()
-    assert not store.manifest_path.exists()
+    assert not quarantine_dir(store).exists()
+    assert store.manifest().revision == 0  # never written
     assert not source.exists()
 
 
@@ -371,8 +380,8 @@ def _check_stored_batch(store: BatchStore, outcome: IngestOutcome, source: Path,
     assert record is not None
     assert record.batch_id == sha256[:16]
 
-    stored = store.batches_dir / f"{record.batch_id}.parquet"
-    assert listing(store.batches_dir) == {stored.name}
+    stored = batches_dir(store) / f"{record.batch_id}.parquet"
+    assert listing(batches_dir(store)) == {stored.name}
     assert stored.stat().st_mode & 0o222 == 0
     typed = pl.read_parquet(stored)
     assert typed.height == ROWS
@@ -382,7 +391,7 @@ def _check_stored_batch(store: BatchStore, outcome: IngestOutcome, source: Path,
     assert typed.schema["churned"] == pl.Int64
     assert typed["churned"].to_list() == frame["churned"].to_list()
 
-    manifest = json.loads(store.manifest_path.read_text(encoding="utf-8"))
+    manifest = json.loads(store.manifest().to_json())
     assert manifest["model"] == "churn"
     assert manifest["features"] == FEATURES
     assert len(manifest["batches"]) == 1
@@ -398,12 +407,12 @@ def _check_stored_batch(store: BatchStore, outcome: IngestOutcome, source: Path,
     assert ingested_at.tzinfo is not None
     assert ingested_at.utcoffset() == timedelta(0)
     assert abs((datetime.now(UTC) - ingested_at).total_seconds()) < 60
-    assert not store.quarantine_dir.exists()
+    assert not quarantine_dir(store).exists()
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_valid_batch_is_stored_read_only_and_listed(tmp_path: Path, suffix: str) -> None:
-    store = BatchStore(tmp_path / "data", "churn")
+    store = BatchStore(Storage.local(tmp_path / "data"), "churn")
     frame = good_frame(seed=3)
     source = tmp_path / f"good{suffix}"
     if suffix == ".csv":
@@ -419,35 +428,32 @@ def test_valid_batch_is_stored_read_only_and_listed(tmp_path: Path, suffix: str)
 
 
 def test_stale_temporaries_from_killed_writer_are_cleared(tmp_path: Path) -> None:
-    store = BatchStore(tmp_path / "data", "churn")
+    store = BatchStore(Storage.local(tmp_path / "data"), "churn")
     config = binary_config()
     first = tmp_path / "first.csv"
     good_frame(seed=4).write_csv(first)
     earlier = ingest_accepted(store, config, first)
-    stale_batch = store.batches_dir / ".tmp-123-x.parquet"
+    stale_batch = batches_dir(store) / ".tmp-123-x.parquet"
     stale_batch.write_bytes(b"PAR1 half a batch")
-    stale_manifest = store.directory / ".tmp-123-manifest.json"
-    stale_manifest.write_text('{"model": "churn", "batches": [{"batch_id": "dead', encoding="utf-8")
 
     second = tmp_path / "second.parquet"
     good_frame(seed=5).write_parquet(second)
     later = ingest_accepted(store, config, second)
 
     assert not stale_batch.exists()
-    assert not stale_manifest.exists()
-    assert listing(store.batches_dir) == {f"{earlier.batch_id}.parquet", f"{later.batch_id}.parquet"}
-    assert not [p for p in store.directory.iterdir() if p.name.startswith(".tmp-")]
-    manifest = json.loads(store.manifest_path.read_text(encoding="utf-8"))
+    assert listing(batches_dir(store)) == {f"{earlier.batch_id}.parquet", f"{later.batch_id}.parquet"}
+    assert not [p for p in batches_dir(store).iterdir() if p.name.startswith(".tmp-")]
+    manifest = json.loads(store.manifest().to_json())
     assert [b["batch_id"] for b in manifest["batches"]] == [earlier.batch_id, later.batch_id]
     assert [b["rows"] for b in manifest["batches"]] == [ROWS, ROWS]
 
 
 def test_orphan_batch_file_from_crash_between_renames_is_rewritten(tmp_path: Path) -> None:
-    store = BatchStore(tmp_path / "data", "churn")
+    store = BatchStore(Storage.local(tmp_path / "data"), "churn")
     source = tmp_path / "batch.csv"
     good_frame(seed=6).write_csv(source)
     batch_id = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    orphan = store.batch_path(batch_id)
+    orphan = batches_dir(store) / f"{batch_id}.parquet"
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"partial")
     orphan.chmod(0o444)
@@ -460,7 +466,7 @@ def test_orphan_batch_file_from_crash_between_renames_is_rewritten(tmp_path: Pat
 
 
 def test_batch_lacking_pinned_features_names_each_and_keeps_pin(tmp_path: Path) -> None:
-    store = BatchStore(tmp_path / "data", "churn")
+    store = BatchStore(Storage.local(tmp_path / "data"), "churn")
     config = binary_config()
     first = tmp_path / "first.csv"
     good_frame(seed=7).write_csv(first)
@@ -479,7 +485,7 @@ def test_batch_lacking_pinned_features_names_each_and_keeps_pin(tmp_path: Path) 
 
 
 def test_fractional_binary_label_is_rejected(tmp_path: Path) -> None:
-    store = BatchStore(tmp_path / "data", "churn")
+    store = BatchStore(Storage.local(tmp_path / "data"), "churn")
     source = tmp_path / "fractional.parquet"
     frame = good_frame(seed=9).with_columns(pl.col("churned").cast(pl.Float64))
     with_values(frame, "churned", {0: 0.5, 1: 1.7}).write_parquet(source)

@@ -24,6 +24,7 @@ from retrainer.data.ingest import IngestOutcome, ingest_file
 from retrainer.data.store import BatchRecord, BatchStore, Manifest
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.errors import ConfigError
+from retrainer.storage import Storage
 
 ROWS = 300
 EVENT_LIMIT = 16 * 1024
@@ -40,7 +41,7 @@ def churn_config(**ingest: Any) -> ModelConfig:
 
 def store_at(tmp_path: Path) -> BatchStore:
     """An empty churn store under ``tmp_path``."""
-    return BatchStore(tmp_path / "data", "churn")
+    return BatchStore(Storage.local(tmp_path / "data"), "churn")
 
 
 def written(tmp_path: Path, name: str, frame: pl.DataFrame) -> Path:
@@ -164,7 +165,8 @@ def test_huge_cell_gives_a_small_reason_file_and_a_small_event(tmp_path: Path) -
 
     assert rules(outcome) == [("not_castable", "tenure")]
     assert outcome.quarantined is not None and outcome.error is not None
-    reason = outcome.quarantined.with_name(outcome.quarantined.name + ".reason.json")
+    copy = Path(outcome.quarantined)
+    reason = copy.with_name(copy.name + ".reason.json")
     assert reason.stat().st_size < 4096, reason.stat().st_size
     assert "(8388608 chars)" in json.loads(reason.read_text())["message"]
     event = events.data_rejected(
@@ -197,7 +199,8 @@ def _refused_unread(outcome: IngestOutcome, store: BatchStore, rule: str, fragme
     assert [v.rule for v in outcome.error.violations] == [rule]
     assert fragment in str(outcome.error)
     assert outcome.quarantined is None
-    assert not store.quarantine_dir.exists() or not any(store.quarantine_dir.iterdir())
+    quarantine = Path(store.blobs.url, store.prefix, "quarantine")
+    assert not quarantine.exists() or not any(quarantine.iterdir())
 
 
 def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
@@ -266,8 +269,8 @@ def test_quarantine_copy_and_reason_are_owner_only_whatever_the_umask(tmp_path: 
         os.umask(previous)
 
     assert outcome.quarantined is not None
-    assert_owner_only(outcome.quarantined)
-    assert_owner_only(outcome.quarantined.with_name(outcome.quarantined.name + ".reason.json"))
+    assert_owner_only(Path(outcome.quarantined))
+    assert_owner_only(Path(outcome.quarantined + ".reason.json"))
 
 
 # --------------------------------------------------------------------------- item 10: duplicate YAML key

@@ -14,6 +14,7 @@ from retrainer.config import ModelConfig, parse_project
 from retrainer.cycle.plan import load_frames, plan_split
 from retrainer.data.synth import demo_config, make_batch
 from retrainer.data.traffic import JOINED, ModelData, join_labels, label_file, observe_file
+from retrainer.storage import Storage
 
 ID = "request_id"
 
@@ -42,11 +43,13 @@ def write(frame: pl.DataFrame, path: Path) -> Path:
 
 @pytest.fixture
 def data(tmp_path: Path) -> ModelData:
-    return ModelData.of(tmp_path / "data", "churn")
+    return ModelData.of(Storage.local(tmp_path / "data"), "churn")
 
 
-def _reason(quarantined: Path | None) -> dict[str, Any]:
-    assert quarantined is not None and quarantined.exists()
+def _reason(location: str | None) -> dict[str, Any]:
+    assert location is not None
+    quarantined = Path(location)
+    assert quarantined.exists()
     reason: dict[str, Any] = json.loads(quarantined.with_name(quarantined.name + ".reason.json").read_text())
     return reason
 
@@ -197,7 +200,7 @@ def test_a_model_without_an_id_column_cannot_observe(tmp_path: Path) -> None:
     raw: dict[str, Any] = demo_config()
     del raw["models"]["churn"]["id_column"]
     config = parse_project(raw, "test").model("churn")
-    data = ModelData.of(tmp_path / "data", "churn")
+    data = ModelData.of(Storage.local(tmp_path / "data"), "churn")
     outcome = observe_file(data, config, write(day(20, seed=9, first_id=0).drop("churned"), tmp_path / "t.parquet"))
     assert outcome.error is not None and "no_id_column" in str(outcome.error)
 
@@ -252,7 +255,7 @@ def test_rows_join_even_when_a_feature_is_null_on_every_one_of_them(data: ModelD
 
 
 def test_an_id_column_pinned_as_a_feature_is_refused_by_name(tmp_path: Path) -> None:
-    data = ModelData.of(tmp_path / "data", "churn")
+    data = ModelData.of(Storage.local(tmp_path / "data"), "churn")
     raw: dict[str, Any] = demo_config()
     del raw["models"]["churn"]["id_column"]
     before = parse_project(raw, "test").model("churn")

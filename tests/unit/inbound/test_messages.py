@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,7 +187,7 @@ def test_the_sender_names_the_field_a_message_gets_wrong_before_sending() -> Non
     with pytest.raises(ConfigError, match=r"invalid DriftAlert: <root>: Value error, drift_share is required"):
         drift_alert("churn", source="ci")
     with pytest.raises(ConfigError, match=r"invalid DataNotice: source: String should match pattern"):
-        data_notice("churn", [Path("/landing/a.parquet")], source="has space")
+        data_notice("churn", ["/landing/a.parquet"], source="has space")
 
 
 def test_messages_become_the_events_of_the_shared_constructors() -> None:

@@ -115,5 +115,5 @@ def test_a_check_is_recorded_as_a_monitoring_run(champion: Champion, checked: Ch
     assert artifacts == {"drift/report.html", "drift/report.json", "drift/summary.json"}
     assert report_uri.endswith("/drift/report.html")
     assert Path(unquote(urlparse(report_uri).path)).read_text(encoding="utf-8") == checked.report.html
-    summary = registry.download(run.info.run_id, "drift/summary.json", champion.store.directory.parent / "dl")
+    summary = registry.download(run.info.run_id, "drift/summary.json", Path(champion.store.blobs.url).parent / "dl")
     assert json.loads(summary.read_text(encoding="utf-8")) == json.loads(json.dumps(check.summary()))

@@ -26,6 +26,7 @@ from retrainer.monitor.performance import holdout_figure, performance_baseline
 from retrainer.monitor.record import check_markdown
 from retrainer.monitor.reference import PREDICTION, prediction_column
 from retrainer.monitor.window import Window, select_window
+from retrainer.storage import Metadata, sqlite_url
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -494,7 +495,7 @@ def test_the_performance_baseline_is_the_best_figure_of_the_champion_and_those_i
 
 
 def test_earlier_champions_follow_promotions_and_pass_over_withdrawn_and_deleted_versions(tmp_path: Path) -> None:
-    history = History(tmp_path / "history.jsonl")
+    history = History(Metadata(sqlite_url(tmp_path / "metadata.db")), "churn")
     changes = [("1", None, "Promoted"), ("2", "1", "Promoted"), ("3", "2", "Promoted"), ("2", "3", "RolledBack")]
     for version, replaced, outcome in [*changes, ("4", "2", "Promoted"), ("5", "4", "Promoted")]:
         history.append(HistoryEntry("2026-01-01", "churn", "judged", outcome, version, replaced))

@@ -35,6 +35,7 @@ from retrainer.monitor.incidents import (
     seconds_until_window_closes,
     waiting_for_labels,
 )
+from retrainer.storage import Metadata, sqlite_url
 
 if TYPE_CHECKING:
     from retrainer.monitor.check import DriftCheck
@@ -484,7 +485,7 @@ def test_new_champion_forgets_old_checks_without_an_open_incident() -> None:
 
 def test_book_creates_nothing_until_the_first_update(tmp_path: Path) -> None:
     path = tmp_path / "state" / "deep" / "churn.incidents.json"
-    book = IncidentBook(path, MODEL)
+    book = IncidentBook(Metadata(sqlite_url(path)), MODEL)
     assert book.read() == IncidentState(model=MODEL)
     assert not (tmp_path / "state").exists()
     assert list(tmp_path.iterdir()) == []
@@ -493,7 +494,7 @@ def test_book_creates_nothing_until_the_first_update(tmp_path: Path) -> None:
 def test_book_state_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "incidents" / "churn.json"
     policy = _policy(k=2, n=3)
-    book = IncidentBook(path, MODEL)
+    book = IncidentBook(Metadata(sqlite_url(path)), MODEL)
 
     def check(number: int, alarming: bool, at: datetime) -> Assessment:
         record = _check(number, alarming, at=at)
@@ -512,7 +513,7 @@ def test_book_state_survives_a_restart(tmp_path: Path) -> None:
     state = book.read()
     assert path.exists()
 
-    restarted = IncidentBook(path, MODEL).read()
+    restarted = IncidentBook(Metadata(sqlite_url(path)), MODEL).read()
     assert restarted == state
     assert restarted.checks[0].at == later
     assert restarted.checks[0].at.microsecond == 123456
@@ -531,12 +532,12 @@ def test_book_state_survives_a_restart(tmp_path: Path) -> None:
 def test_book_round_trips_an_open_incident(tmp_path: Path) -> None:
     path = tmp_path / "churn.json"
     state, incident = _opened(_policy(k=2, n=2))
-    IncidentBook(path, MODEL).update(lambda _: (state, None))
-    assert IncidentBook(path, MODEL).read().open == incident
+    IncidentBook(Metadata(sqlite_url(path)), MODEL).update(lambda _: (state, None))
+    assert IncidentBook(Metadata(sqlite_url(path)), MODEL).read().open == incident
 
 
 def _append_checks(path: str, worker: int, count: int, start: Any = None) -> None:
-    book = IncidentBook(Path(path), MODEL)
+    book = IncidentBook(Metadata(sqlite_url(Path(path))), MODEL)
     policy = IncidentPolicy(k=1000, n=1000, cooldown_seconds=0)
     if start is not None:
         start.wait(timeout=60)  # both processes update at the same time
@@ -555,7 +556,7 @@ def test_book_updates_from_concurrent_processes_are_all_recorded(tmp_path: Path)
     for process in workers:
         process.join(timeout=120)
     assert [p.exitcode for p in workers] == [0, 0]
-    state = IncidentBook(path, MODEL).read()
+    state = IncidentBook(Metadata(sqlite_url(path)), MODEL).read()
     ids = [c.check_id for c in state.checks]
     assert len(ids) == 40
     assert sorted(ids) == sorted(f"w{w}-{i:02d}" for w in range(2) for i in range(20))

@@ -19,6 +19,7 @@ from retrainer.monitor.reference import (
     rebuild_reference,
     store_reference,
 )
+from retrainer.storage import Storage
 from tests.unit.monitor.conftest import REFERENCE_ROWS, ROWS, Champion
 
 KEY = ["tenure", "monthly_charges"]  # continuous draws: they identify a row
@@ -60,7 +61,7 @@ def test_rebuilding_is_deterministic(champion: Champion) -> None:
 
 def test_a_stored_reference_is_read_not_rebuilt(champion: Champion, tmp_path: Path) -> None:
     built = champion_reference(champion.store, champion.registry, champion.config, champion.version)
-    empty = BatchStore(tmp_path / "no-data", "churn")  # rebuilding from it would raise NoDataError
+    empty = BatchStore(Storage.local(tmp_path / "no-data"), "churn")  # rebuilding from it would raise NoDataError
     read = champion_reference(empty, champion.registry, champion.config, champion.version)
     assert_frame_equal(read, built)
 

@@ -17,10 +17,11 @@ from retrainer.monitor.incidents import (
     release_slot,
     retrain_started,
 )
+from retrainer.storage import Metadata, sqlite_url
 
 
 def _book_with_retrain_of(tmp_path: Path, pid: int) -> IncidentBook:
-    book = IncidentBook(tmp_path / "churn.json", "churn")
+    book = IncidentBook(Metadata(sqlite_url(tmp_path / "churn.db")), "churn")
     now = datetime.now(UTC)
     holder = replace(SlotHolder.here("run-1", "lease-1", now), pid=pid)
     book.update(lambda state: (retrain_started(hold_slot(state, holder), now, "churn:v1:c1"), None))
@@ -49,7 +50,7 @@ def test_silent_holder_on_another_host_is_gone_after_the_stale_time() -> None:
 
 
 def test_slot_record_survives_the_file_and_is_released_by_its_lease(tmp_path: Path) -> None:
-    book = IncidentBook(tmp_path / "churn.json", "churn")
+    book = IncidentBook(Metadata(sqlite_url(tmp_path / "churn.db")), "churn")
     holder = SlotHolder.here("run-3", "lease-3", datetime.now(UTC))
     book.update(lambda state: (hold_slot(state, holder), None))
     assert book.read().slot == holder
