@@ -8,7 +8,7 @@ from retrainer.config import ModelConfig, ProjectConfig, Settings, load_project,
 from retrainer.data.store import BatchStore
 from retrainer.data.traffic import ModelData
 from retrainer.model.history import History
-from retrainer.model.registry import Registry
+from retrainer.model.registry import AliasMirror, Registry
 from retrainer.monitor.incidents import IncidentBook
 from retrainer.storage import Metadata, Storage, open_blobs
 
@@ -65,4 +65,7 @@ class Workspace:
     @cached_property
     def registry(self) -> Registry:
         """The MLflow-backed registry (client created on first use)."""
-        return Registry(self.settings.mlflow_uri, self.settings.artifact_root, self.settings.state_dir / "locks")
+        mirror = AliasMirror(self.storage.metadata)
+        return Registry(
+            self.settings.mlflow_uri, self.settings.artifact_root, self.settings.state_dir / "locks", mirror
+        )

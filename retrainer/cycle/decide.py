@@ -280,6 +280,8 @@ def complete(registry: Registry, history: History, intent: Intent) -> bool:
         True when the history line was written now (False: it was already there).
     """
     registry.tag_version(intent.model, intent.version, intent.tags)
+    if intent.alias_to is not None:  # the mirror shows the new tags too, also after a repair
+        registry.mirror_alias(intent.model, CHAMPION)
     appended = history.append_once(intent.entry)
     history.write_intent(replace(intent, state="recorded"))
     return appended

@@ -8,12 +8,15 @@ serves it with plain MLflow.
 """
 
 from retrainer.model.registry.client import CHALLENGER, CHAMPION, Registry, decision_json, pip_requirements
+from retrainer.model.registry.mirror import AliasMirror, MirrorReader
 from retrainer.model.registry.store_reader import StoreReader
 from retrainer.model.registry.versions import RegistryReader, VersionInfo
 
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "AliasMirror",
+    "MirrorReader",
     "Registry",
     "RegistryReader",
     "StoreReader",

@@ -2,8 +2,9 @@
 
 With the rest of its subpackage, the only code that imports MLflow (lazily, on first use; an
 import-linter contract holds it). Champion and challenger are registry aliases; decisions are
-version tags. Moving ``@champion`` is a compare-and-set under an inter-process lock, so two
-promotions racing on one model cannot both win.
+version tags. Moving ``@champion`` is a compare-and-set under the model's promotion lock (held by
+the metadata store, see ``retrainer.model.history``), so two promotions racing on one model cannot
+both win. Every alias move is mirrored in the metadata store (:mod:`.mirror`) for ``status``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from retrainer.errors import RegistryError, TransientRegistryError
 from retrainer.fsutil import file_lock
+from retrainer.model.registry.mirror import AliasMirror, MirrorReader
 from retrainer.model.registry.store_reader import DEFAULT_WORKSPACE, KNOWN_STORE_REVISIONS, StoreReader, sqlite_path
 from retrainer.model.registry.versions import RegistryReader, VersionInfo
 
@@ -62,12 +64,16 @@ class Registry:
             store. Against a tracking server none is set: models, references and reports go
             through the server's artifact store, so any machine loads them.
         lock_dir: Where processes of this host serialise the creation of a local store.
+        mirror: Where alias moves are mirrored for ``status`` (none: not mirrored).
     """
 
-    def __init__(self, tracking_uri: str, artifact_root: Path, lock_dir: Path) -> None:
+    def __init__(
+        self, tracking_uri: str, artifact_root: Path, lock_dir: Path, mirror: AliasMirror | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.lock_dir = lock_dir
+        self.mirror = mirror
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -90,11 +96,14 @@ class Registry:
 
         On a SQLite store whose schema revision is known (and in MLflow's default workspace) the view
         reads the file directly: importing MLflow and opening its store costs seconds, a query
-        milliseconds. Anything else (a tracking server, another schema, a store not created yet) is
-        answered by this registry itself.
+        milliseconds. Against a tracking server the alias mirror answers (:mod:`.mirror`), and this
+        registry only for a model whose aliases were never mirrored. Anything else (another schema,
+        a store not created yet) is answered by this registry itself.
         """
         path = sqlite_path(self.tracking_uri)
         other_workspace = os.environ.get("MLFLOW_WORKSPACE", DEFAULT_WORKSPACE) != DEFAULT_WORKSPACE
+        if path is None and self.mirror is not None and not other_workspace:
+            return MirrorReader(self.mirror, lambda: self)
         if path is None or not path.is_file() or other_workspace:
             return self
         reader = StoreReader(path)
@@ -266,9 +275,18 @@ class Registry:
         return _info(found)
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
-        """Point ``alias`` at ``version`` unconditionally."""
+        """Point ``alias`` at ``version`` unconditionally, and mirror it."""
         with self._errors(f"alias {model}@{alias}"):
             self.client.set_registered_model_alias(model, alias, version)
+        self.mirror_alias(model, alias)
+
+    def mirror_alias(self, model: str, alias: str) -> None:
+        """Mirror where ``alias`` points now, with its run's tags and metrics (nothing without a mirror)."""
+        if self.mirror is None:
+            return
+        found = self.alias(model, alias)
+        details = self.run_details(found.run_id) if found is not None and found.run_id else ({}, {})
+        self.mirror.record(model, alias, found, details)
 
     def tag_version(self, model: str, version: str, tags: Mapping[str, str]) -> None:
         """Set tags on a model version."""

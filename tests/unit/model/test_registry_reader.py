@@ -10,8 +10,9 @@ import pytest
 
 from retrainer.data.synth import make_batch
 from retrainer.errors import TransientRegistryError
-from retrainer.model.registry import CHALLENGER, CHAMPION, Registry, StoreReader
+from retrainer.model.registry import CHALLENGER, CHAMPION, AliasMirror, MirrorReader, Registry, StoreReader
 from retrainer.model.registry.store_reader import KNOWN_STORE_REVISIONS
+from retrainer.storage import Metadata, sqlite_url
 from tests.conftest import Project
 from tests.unit.model.test_training_and_serving import _fit
 
@@ -79,3 +80,46 @@ def test_a_store_locked_by_a_writer_is_a_transient_error_naming_the_store(projec
         writer.execute("ROLLBACK")
         writer.close()
     assert StoreReader(path).alias("churn", CHAMPION) == registry.alias("churn", CHAMPION)
+
+
+@pytest.mark.parametrize("alias", [CHAMPION, CHALLENGER, "missing"])
+def test_the_alias_mirror_answers_as_mlflow_without_asking_it(project: Project, alias: str) -> None:
+    registry = _registry_with_two_versions(project)
+    assert registry.mirror is not None
+    asked: list[str] = []
+
+    def fallback() -> Registry:
+        asked.append("registry")
+        return registry
+
+    reader = MirrorReader(registry.mirror, fallback)
+    expected = registry.alias("churn", alias)
+    assert reader.alias("churn", alias) == expected
+    if expected is not None:
+        assert expected.run_id is not None
+        assert reader.run_details(expected.run_id) == registry.run_details(expected.run_id)
+    assert asked == []  # the registry was never needed
+
+
+def test_the_alias_mirror_follows_every_move_and_asks_the_registry_only_for_an_unmirrored_model(
+    project: Project,
+) -> None:
+    registry = _registry_with_two_versions(project)
+    assert registry.mirror is not None
+    challenger = registry.alias("churn", CHALLENGER)
+    assert challenger is not None
+    registry.set_alias("churn", CHAMPION, challenger.version)
+    registry.tag_version("churn", challenger.version, {"retrainer.outcome": "promoted later"})
+    registry.mirror_alias("churn", CHAMPION)
+    reader = MirrorReader(registry.mirror, lambda: registry)
+    assert reader.alias("churn", CHAMPION) == registry.alias("churn", CHAMPION)
+    assert reader.alias("churn", CHAMPION).tags["retrainer.outcome"] == "promoted later"  # type: ignore[union-attr]
+
+    unmirrored = MirrorReader(AliasMirror(Metadata(sqlite_url(project.home / "other.db"))), lambda: registry)
+    assert unmirrored.alias("churn", CHAMPION) == registry.alias("churn", CHAMPION)  # asked the registry
+
+
+def test_against_a_tracking_server_status_reads_the_mirror(project: Project) -> None:
+    registry = project.workspace().registry
+    server = Registry("http://127.0.0.1:9", registry.artifact_root, registry.lock_dir, registry.mirror)
+    assert isinstance(server.reader(), MirrorReader)
