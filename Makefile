@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test test-ui lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions bench-traffic clean
+.PHONY: install demo test test-ui test-scale lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions bench-traffic clean
 
 install: $(STAMP) $(SERVING_STAMP)
 
@@ -50,6 +50,14 @@ test-ui: install
 	command -v chromium >/dev/null || (timeout 300 apt-get update -q && timeout 600 apt-get install -y -q chromium) \
 		|| echo "!! Debian's chromium could not be installed: the UI test will be skipped"
 	$(BIN)/python -m pytest -m ui
+
+# The scaled layout on this machine (tests/scale): PostgreSQL 15, Redis, SeaweedFS S3, two Prefect API replicas
+# + one services process, MLflow on PostgreSQL/S3, process workers. Debian's postgresql and redis-server are
+# installed if missing; the tests fail (not skip) without them.
+test-scale: install
+	test -x /usr/lib/postgresql/15/bin/initdb && command -v redis-server >/dev/null \
+		|| (timeout 300 apt-get update -q && timeout 600 apt-get install -y -q postgresql redis-server)
+	RETRAINER_SCALE_REQUIRED=1 $(BIN)/python -m pytest -m scale tests/scale -p no:randomly
 
 # Every measure of bench/bench.py at 100k and 1M rows (about an hour here); writes bench/RESULTS.md.
 bench: install
