@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser("prefect-yaml", help="write prefect.yaml for the configured models")
     render.add_argument("--output", type=Path, default=Path("prefect.yaml"))
+    render.add_argument(
+        "--pool-type",
+        choices=["process", "docker", "kubernetes"],
+        default="process",
+        help="the work pool's type; docker and kubernetes add each deployment's image, env and resources",
+    )
+    render.add_argument("--image", default="retrainer:0.1.0", help="the image containers run (docker, kubernetes)")
     render.set_defaults(handler=_prefect_yaml)
 
     demo = commands.add_parser("demo", help="run the whole story on generated data")
@@ -368,7 +375,8 @@ def _prefect_yaml(args: argparse.Namespace) -> int:
     from deployments.prefect_yaml import render
     from retrainer.workspace import Workspace
 
-    args.output.write_text(render(Workspace.open().project, version("prefect")), encoding="utf-8")
+    text = render(Workspace.open().project, version("prefect"), args.pool_type, args.image)
+    args.output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output}")
     return EXIT_OK
 
