@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test test-ui test-scale lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions bench-traffic clean
+.PHONY: install demo test test-ui test-scale lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions bench-traffic bench-scale clean
 
 install: $(STAMP) $(SERVING_STAMP)
 
@@ -82,6 +82,11 @@ bench-drift: install
 DECISIONS_ARGS ?=
 bench-decisions: install
 	$(BIN)/python bench/decisions.py $(DECISIONS_ARGS)
+
+# The scaled layout on this machine: the 3-model event-driven story with 1 worker vs 2, and one retrain at
+# 100k rows on the embedded default vs the scaled layout (~15 min here); writes bench/RESULTS-scale.md.
+bench-scale: install
+	$(BIN)/python bench/scale.py $(if $(ROWS),--rows $(ROWS))
 
 # Unlabelled traffic at scale: a 1M-row inference batch observed and checked for drift, then 1M late
 # labels joined to 10M stored inference rows, each step in a fresh process (~10 min here);

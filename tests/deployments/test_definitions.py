@@ -161,7 +161,7 @@ def _made_events() -> dict[str, events.Event]:
         "labels_joined/retrain": events.labels_joined(**joined, waiting_incident="churn:v1:c1"),
         "data_arrived/monitor": events.data_arrived(model="churn", **batch, retrain_directly=False),
         "data_arrived/retrain": events.data_arrived(model="churn", **batch, retrain_directly=True),
-        "data_rejected": events.data_rejected(model="churn", source=Path("/a.csv"), violations=[], quarantined=None),
+        "data_rejected": events.data_rejected(model="churn", source="/a.csv", violations=[], quarantined=None),
         "drift_detected": events.drift_detected(**incident, evidence=evidence),
         "drift_detected/alert": events.drift_detected(**incident, evidence=evidence, source="ci"),
         "performance_degraded": events.performance_degraded(**incident, evidence=evidence, performance=_performance()),
