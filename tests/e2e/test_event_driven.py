@@ -195,9 +195,7 @@ def test_unlabelled_traffic_and_its_late_labels_drive_the_flows_through_notices(
 ) -> None:
     secret = "the-shared-secret-of-this-test"  # noqa: S105 (a test secret)
     env = {**_environment(served, prefect_api), "RETRAINER_WEBHOOK_SECRET": secret}
-    if (
-        not _store(served).manifest().batches
-    ):  # run alone: bootstrap a champion
+    if not _store(served).manifest().batches:  # run alone: bootstrap a champion
         files = [served.file(f"boot{d}", make_batch(4000, seed=d, day=d)) for d in range(3)]
         assert _cli(served, prefect_api, "ingest", "--model", "churn", *files).returncode == 0
         assert _cli(served, prefect_api, "retrain", "--model", "churn", "--reason", "bootstrap").returncode == 0
@@ -248,9 +246,7 @@ def test_unlabelled_traffic_and_its_late_labels_drive_the_flows_through_notices(
     )
     assert answered["parameters"]["incident_key"] == incident
     assert answered["state_name"] in {"Promoted", "Rejected"}, answered["state_message"]
-    joined = [
-        b for b in _store(served).manifest().batches if b.origin == "joined"
-    ]
+    joined = [b for b in _store(served).manifest().batches if b.origin == "joined"]
     assert [b.rows for b in joined] == [3000]
 
 

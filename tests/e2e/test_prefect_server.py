@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
+from deployments import work_pools
 from deployments.definitions import DEPLOYMENT, schedule_specs, trigger_specs
 from deployments.prefect_yaml import WORK_POOL
 from retrainer.config import load_project
@@ -109,13 +116,18 @@ def test_drift_incident_is_announced_once_on_a_real_server(project: Project, pre
     assert [f"]({payload['report_uri']})" in link["data"] for link in links].count(True) == 1
 
 
-def _prefect(api: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# Settings a worker's machine might carry that would point the runs away from the test's own state.
+STORE_SETTINGS = ("MLFLOW_TRACKING_URI", "RETRAINER_TRACKING_URI", "RETRAINER_METADATA_URL", "RETRAINER_DATA_URL")
+
+
+def _prefect(api: str, home: Path, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
-    repo_root = Path(__file__).resolve().parents[2]
     return subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", *args],
         env=env,
-        cwd=repo_root,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
@@ -129,7 +141,7 @@ def _changed_files(repo_root: Path) -> str:
 def test_prefect_deploy_all_from_the_repo_root_creates_what_the_definitions_say(
     prefect_api: str, tmp_path: Path
 ) -> None:
-    repo_root = Path(__file__).resolve().parents[2]
+    repo_root = REPO_ROOT
     before = _changed_files(repo_root)
     created = _prefect(prefect_api, tmp_path, "work-pool", "create", WORK_POOL, "--type", "process")
     assert created.returncode == 0, created.stdout + created.stderr
@@ -138,7 +150,8 @@ def test_prefect_deploy_all_from_the_repo_root_creates_what_the_definitions_say(
     assert _changed_files(repo_root) == before, "prefect deploy must not write into the repository"
 
     flows = {f["id"]: f["name"] for f in post(prefect_api, "/flows/filter", {})}
-    deployments = {flows[d["flow_id"]]: d for d in post(prefect_api, "/deployments/filter", {})}
+    in_pool = {"work_pools": {"name": {"any_": [WORK_POOL]}}}
+    deployments = {flows[d["flow_id"]]: d for d in post(prefect_api, "/deployments/filter", in_pool)}
     assert sorted(deployments) == ["ingest", "label", "monitor", "observe", "retrain", "rollback"]
     assert {d["name"] for d in deployments.values()} == {DEPLOYMENT}
     assert {d["work_pool_name"] for d in deployments.values()} == {WORK_POOL}
@@ -161,3 +174,137 @@ def test_prefect_deploy_all_from_the_repo_root_creates_what_the_definitions_say(
             assert trigger["expect"] == spec["expect"] and trigger["for_each"] == spec["for_each"]
             assert trigger["match"] == spec["match"] and trigger["posture"] == "Reactive"
     assert not automations, f"automations nobody defined: {sorted(automations)}"
+
+    # A worker on another machine: the package installed, an empty directory, no checkout at the repo's path.
+    elsewhere = tmp_path / "worker-machine"
+    elsewhere.mkdir()
+    with _worker(prefect_api, tmp_path, elsewhere):
+        # A busy SQLite server answers 503 now and then: retry, the idempotency key keeps it one run.
+        body = {"parameters": {"model": "no-such-model", "reason": "e2e"}, "idempotency_key": "e2e-elsewhere"}
+        path = f"/deployments/{deployments['rollback']['id']}/create_flow_run"
+        run = wait_for(lambda: post(prefect_api, path, body), 60, "the rollback run to be created")
+        done = wait_for(lambda: _final(prefect_api, run["id"]), 180, "the rollback run on the worker")
+    # The flow ran from the installed package and failed on the domain, not on finding its code.
+    assert done["state_type"] == "FAILED", done["state"]
+    assert "unknown model 'no-such-model'" in done["state"]["message"]
+    # The worker's console carries the run's output (the API receives the run's logs only eventually).
+    console = (tmp_path / "worker.log").read_text(encoding="utf-8")
+    assert "Executing deployment step: set_working_directory" in console and "Beginning flow run" in console
+    assert "Downloading flow code" not in console
+    assert list(elsewhere.iterdir()) == [], "the run must not copy code into the worker's directory"
+
+
+@contextmanager
+def _worker(api: str, home: Path, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``prefect worker start --pool retrainer --limit 1`` in ``cwd``, with absolute retrainer settings."""
+    env = {k: v for k, v in os.environ.items() if k not in STORE_SETTINGS}
+    env |= {
+        "PREFECT_API_URL": api,
+        "PREFECT_HOME": str(home / "worker-home"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_LOGGING_LEVEL": "INFO",  # the tests' WARNING would keep the run's steps off the console
+        "RETRAINER_CONFIG": str(REPO_ROOT / "retrainer.example.yaml"),
+        "RETRAINER_HOME": str(home / "worker-state"),
+    }
+    with (home / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--limit", "1"],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield worker
+        finally:
+            # The worker ignores SIGTERM for a long while; SIGINT stops an idle one at once.
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(timeout=10)
+
+
+def _final(api: str, flow_run_id: str) -> dict[str, Any] | None:
+    run: dict[str, Any] = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+    return run if run["state_type"] in FINAL else None
+
+
+@pytest.mark.parametrize("pool_type", work_pools.CONTAINER_POOL_TYPES)
+def test_container_pools_accept_the_rendered_job_variables_and_add_the_secrets_per_run(
+    prefect_api: str, tmp_path: Path, pool_type: work_pools.ContainerPoolType
+) -> None:
+    pool, secrets, variables = f"retrainer-{pool_type}", _secret_values(), _variable_values()
+    _create_secrets_and_variables(prefect_api, secrets, variables)
+    template = tmp_path / "template.json"
+    template.write_text(work_pools.render(pool_type), encoding="utf-8")
+    created = _prefect(
+        prefect_api, tmp_path, "work-pool", "create", pool, "--type", pool_type, "--base-job-template", str(template)
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+
+    # The committed example, in its own pool and under its own name, deployed from a directory without the code.
+    example = yaml.safe_load((REPO_ROOT / "deployments" / "examples" / f"prefect.{pool_type}.yaml").read_text())
+    for entry in example["deployments"]:
+        entry["name"], entry["work_pool"]["name"] = pool_type, pool
+        entry.pop("triggers", None)  # no automations or scheduled runs next to the process pool's
+        entry.pop("schedules", None)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "prefect.yaml").write_text(yaml.safe_dump(example, sort_keys=False), encoding="utf-8")
+    deployed = _prefect(prefect_api, tmp_path, "deploy", "--all", cwd=project)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr  # the server validated the job variables
+
+    stored = post(prefect_api, "/deployments/filter", {"work_pools": {"name": {"any_": [pool]}}})
+    assert len(stored) == len(example["deployments"])
+    rendered = {e["entrypoint"]: e["work_pool"]["job_variables"] for e in example["deployments"]}
+    assert all(d["job_variables"] == rendered[d["entrypoint"]] for d in stored)
+    assert not any(value in json.dumps(stored) for value in secrets.values()), "a secret was stored in a deployment"
+
+    [retrain] = [d for d in stored if d["entrypoint"] == "flows.retrain:retrain"]
+    env = _env_of_a_run(prefect_api, pool, retrain["id"])
+    assert env["RETRAINER_CONFIG"] == "/app/retrainer.yaml"  # the deployment's own
+    assert env["AWS_SECRET_ACCESS_KEY"] == secrets["retrainer-s3-secret"]  # the pool's, resolved for the run
+    assert env["RETRAINER_METADATA_URL"] == secrets["retrainer-metadata-url"]
+    assert env["RETRAINER_DATA_URL"] == variables["retrainer_data_url"]
+
+
+def _secret_values() -> dict[str, str]:
+    return {name: f"value-of-{name}" for name in work_pools.references()["secret"]}
+
+
+def _variable_values() -> dict[str, str]:
+    return {name: f"value-of-{name}" for name in work_pools.references()["variable"]}
+
+
+def _create_secrets_and_variables(api: str, secrets: dict[str, str], variables: dict[str, str]) -> None:
+    from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.variables import Variable
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        for name, value in secrets.items():
+            Secret(value=value).save(name, overwrite=True)
+        for name, value in variables.items():
+            Variable.set(name, value, overwrite=True)
+
+
+def _env_of_a_run(api: str, pool_name: str, deployment_id: str) -> dict[str, str | None]:
+    """The environment a worker of the pool gives a run of the deployment (the worker's own resolution step)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.workers.base import BaseJobConfiguration
+
+    async def resolve() -> dict[str, str | None]:
+        async with get_client() as client:
+            pool = await client.read_work_pool(pool_name)
+            deployment = await client.read_deployment(deployment_id)
+            values = deployment.job_variables or {}
+            configuration: BaseJobConfiguration = await BaseJobConfiguration.from_template_and_values(
+                pool.base_job_template, values, client=client
+            )
+            return dict(configuration.env)
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        return asyncio.run(resolve())

@@ -56,7 +56,7 @@ def test_help_imports_no_heavy_library(tmp_path: Path) -> None:
         "from retrainer.app.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = ['prefect', 'mlflow', 'lightgbm', 'evidently', 'polars', 'pandas', 'sklearn', 'numpy',"
-         " 'fastapi', 'uvicorn', 'httpx', 'pydantic', 'sqlalchemy', 'boto3', 'botocore', 'psycopg']\n"
+        " 'fastapi', 'uvicorn', 'httpx', 'pydantic', 'sqlalchemy', 'boto3', 'botocore', 'psycopg']\n"
         "print('loaded:' + ','.join(m for m in heavy if m in sys.modules))"
     )
     assert _run_python(code, tmp_path).splitlines()[-1] == "loaded:"
