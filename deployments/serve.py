@@ -18,10 +18,12 @@ POLL_SECONDS = 1.0
 
 
 def main() -> None:
-    """Create the per-model retrain limits, then serve (a bounded number of runs at once) until interrupted."""
+    """Check the stores, create the per-model retrain limits, then serve (a bounded number of runs at once)."""
     from prefect import serve
 
-    project = Workspace.open().project
+    workspace = Workspace.open()
+    project = workspace.project
+    workspace.storage.check()  # wrong credentials fail here, once, instead of in every run
     ensure_retrain_limits(project.models)
     serve(*deployments(project), query_seconds=POLL_SECONDS, limit=serve_limit(project))
 

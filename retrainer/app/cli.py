@@ -66,9 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate", help="move the state of the file layout (history, incidents, manifests) into the stores in force"
     )
     migrate.add_argument("--from-home", type=Path, help="the old RETRAINER_HOME (default: RETRAINER_HOME)")
-    migrate.add_argument("--from-data", type=Path, help="the old data root (default: <old home>/data)")
+    migrate.add_argument(
+        "--from-data",
+        type=Path,
+        help="the old data root (default: the local data store in force, else <old home>/data)",
+    )
     migrate.add_argument("--dry-run", action="store_true", help="report what would move; write nothing")
     migrate.set_defaults(handler=_migrate)
+
+    check = commands.add_parser("check", help="reach the data store and the metadata store once, naming any fault")
+    check.set_defaults(handler=_check)
 
     rollback = commands.add_parser("rollback", help="move @champion back to an earlier version")
     rollback.add_argument("--model", required=True)
@@ -282,13 +289,27 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check(args: argparse.Namespace) -> int:
+    from retrainer.workspace import Workspace
+
+    storage = Workspace.open().storage
+    storage.check()
+    print(f"data store {storage.blobs.url}: reachable")
+    print(f"metadata store {storage.metadata.display}: reachable, tables in place")
+    return EXIT_OK
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from retrainer.app.migrate import migrate
     from retrainer.workspace import Workspace
 
     workspace = Workspace.open()
-    home = args.from_home or workspace.settings.home
-    done = migrate(home, args.from_data or home / "data", workspace.storage, dry_run=args.dry_run)
+    settings = workspace.settings
+    home = args.from_home or settings.home
+    # A local data store in force is where the file layout kept its batches too (RETRAINER_DATA_ROOT).
+    local = None if settings.data_location.startswith("s3://") else Path(settings.data_location)
+    old_data = args.from_data or (local if args.from_home is None and local is not None else home / "data")
+    done = migrate(home, old_data, workspace.storage, dry_run=args.dry_run)
     verb = "would move" if args.dry_run else "moved"
     for line in done.moved:
         print(f"{verb}  {line}")

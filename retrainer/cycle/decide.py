@@ -201,6 +201,7 @@ def conclude(
             intent = replace(intent, tags={})
         history.write_intent(intent)
         if intent.alias_to is not None:
+            history.confirm_lock()
             registry.set_alias(version.model, CHAMPION, intent.alias_to)
         complete(registry, history, intent)
     return replace(decision, intent_key=intent.key)

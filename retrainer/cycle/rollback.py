@@ -60,6 +60,7 @@ def rollback(
         if now is None or now.version != champion.version:
             raise RollbackError(f"{model}@champion moved during the rollback; nothing changed")
         history.write_intent(intent)
+        history.confirm_lock()
         registry.set_alias(model, CHAMPION, target)
         complete(registry, history, intent)
     unannounced = history.intents()

@@ -116,6 +116,16 @@ class History:
         with self.metadata.lock(f"promotion:{self.model}"):
             yield
 
+    def confirm_lock(self) -> None:
+        """Make sure this process still holds the promotion lock; call it right before an alias move.
+
+        The store's own writes under the lock are fenced; an alias move in the registry is not.
+
+        Raises:
+            StorageError: the lock was lost (its database session dropped); move nothing.
+        """
+        self.metadata.confirm(f"promotion:{self.model}")
+
     def append(self, entry: HistoryEntry) -> None:
         """Add an entry durably."""
         self.metadata.append(self.stream, json.dumps(asdict(entry), sort_keys=True))

@@ -45,3 +45,13 @@ class Storage:
     def local(cls, root: Path) -> Storage:
         """Both stores in one local folder: data under ``root``, metadata in ``root/metadata.db``."""
         return cls(LocalBlobs(root), Metadata(sqlite_url(root / "metadata.db")))
+
+    def check(self) -> None:
+        """Reach both stores once, the start-up check: wrong credentials fail here, not in the first run.
+
+        Raises:
+            StorageError: a store refused the credentials or the URL is wrong (final);
+                ``TransientStorageError`` when one could not be reached.
+        """
+        self.metadata.check()
+        self.blobs.check()

@@ -34,6 +34,20 @@ _OWNER_READ = 0o400
 _REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 _FINAL_CODES = {*_REFUSED_CODES, "NoSuchBucket", "InvalidBucketName"}
 _REFUSED_TEXT = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden", "status: 403")
+_BUSY_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "TooManyRequests", "Throttling"}
+# What polars' object store says when waiting may help (it raises ConnectionError for a refused connection).
+_UNREACHABLE_TEXT = (
+    "error sending request",
+    "connection refused",
+    "connection reset",
+    "timed out",
+    "dns error",
+    "service unavailable",
+    "slowdown",
+    "slow down",
+    "too many requests",
+)
+_MISSING_TEXT = ("not found", "nosuchkey", "no such file")
 _MISSING = "missing"
 
 
@@ -71,6 +85,9 @@ class Blobs(Protocol):
 
     def sweep(self, prefix: str) -> None:
         """Remove what killed writers left in the folder ``prefix`` (call only while holding its lock)."""
+
+    def check(self) -> None:
+        """Reach the store once (the start-up check); raise its translated errors."""
 
 
 class LocalBlobs:
@@ -122,6 +139,9 @@ class LocalBlobs:
         """Delete temporaries of killed writers in the folder ``prefix``."""
         if self.path(prefix).is_dir():
             remove_stale_temporaries(self.path(prefix))
+
+    def check(self) -> None:
+        """A folder needs no check: it is created by the first write."""
 
 
 @dataclass(frozen=True)
@@ -256,13 +276,21 @@ class S3Blobs:
         try:
             yield
         except (pl.exceptions.PolarsError, OSError) as exc:
-            text = str(exc)
-            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-            if any(marker in text for marker in _REFUSED_TEXT):
-                raise StorageError(f"data store {self.name} refused the credentials ({what}): {first}") from None
-            if isinstance(exc, pl.exceptions.ColumnNotFoundError | pl.exceptions.SchemaError):
-                raise
-            raise TransientStorageError(f"data store {self.name} is unreachable ({what}): {first}") from None
+            raise self._translate(exc, what) from None
+
+    def _translate(self, exc: Exception, what: str) -> Exception:
+        text = str(exc)
+        lowered = text.lower()
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        if any(marker in text for marker in _REFUSED_TEXT):
+            return StorageError(f"data store {self.name} refused the credentials ({what}): {first}")
+        if isinstance(exc, ConnectionError | TimeoutError) or any(m in lowered for m in _UNREACHABLE_TEXT):
+            return TransientStorageError(f"data store {self.name} is unreachable ({what}): {first}")
+        if isinstance(exc, FileNotFoundError) or any(m in lowered for m in _MISSING_TEXT):
+            return StorageError(f"data store {self.name}: an object is missing ({what}): {first}")
+        if isinstance(exc, OSError) or "object-store" in lowered:
+            return StorageError(f"data store {self.name} failed ({what}): {first}")
+        return exc  # polars' own verdict on the data (a cast, a schema): the caller's to handle
 
     def sweep(self, prefix: str) -> None:
         """Nothing to sweep: a PUT leaves no partial object."""
@@ -282,7 +310,15 @@ def open_blobs(url: str | Path) -> Blobs:
 @contextmanager
 def s3_errors(store: str, what: str) -> Iterator[None]:
     """Translate boto3 failures: unreachable → transient; refused, no bucket → final; a missing key passes."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
 
     try:
         yield
@@ -295,13 +331,15 @@ def s3_errors(store: str, what: str) -> Iterator[None]:
             raise StorageError(f"data store {store}: {code} ({what})") from None
         if code in {"NoSuchKey", "404", "NotFound"}:
             raise
-        if status >= 500 or code in {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"}:
+        if status >= 500 or status == 429 or code in _BUSY_CODES:
             raise TransientStorageError(f"data store {store} is unreachable ({what}): {code or status}") from None
         raise StorageError(f"data store {store} refused {what}: {code or status}") from None
     except NoCredentialsError:
         raise StorageError(f"data store {store}: no credentials (set AWS_ACCESS_KEY_ID and ...SECRET...)") from None
-    except BotoCoreError as exc:
+    except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError) as exc:
         raise TransientStorageError(f"data store {store} is unreachable ({what}): {type(exc).__name__}") from None
+    except BotoCoreError as exc:  # a bucket name S3 cannot take, a malformed endpoint: waiting will not help
+        raise StorageError(f"data store {store}: {what} failed: {_first_line(exc)}") from None
 
 
 def read_object(url: str, max_bytes: int, access: S3Access | None = None) -> bytes:
@@ -341,3 +379,8 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
         os.fchmod(handle.fileno(), _OWNER_READ_WRITE)
         handle.write(data)
         os.fchmod(handle.fileno(), mode)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,7 +12,11 @@ Two tables hold everything:
 database: a PostgreSQL session advisory lock (released by the server when the holder's connection
 dies, so a killed worker never keeps it), or for a SQLite file (one machine by nature) an ``flock``
 beside it. It spans several commits and outside calls (an alias move between two journal writes),
-which a transaction could not.
+which a transaction could not. On PostgreSQL the lock is fenced: the holder's writes go through the
+lock's own session, so a holder whose session the server dropped (a network cut, an administrator,
+``idle_session_timeout``), and whose lock another process may now hold, writes nothing: it gets
+:class:`~retrainer.errors.StorageError` naming the lost lock. :meth:`Metadata.confirm` checks the
+same before a change the store cannot fence (an alias move in MLflow).
 
 Nothing connects until first use; a SQLite file that does not exist yet reads as empty and is
 created by the first write. Every failure is translated: an unreachable database is a
@@ -25,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -39,9 +43,41 @@ if TYPE_CHECKING:
 
 _SQLITE = "sqlite:///"
 _SCHEMA_LOCK = 0x7265_7472_6169_6E  # "retrain": serialises table creation on PostgreSQL
-_REFUSED = ("password authentication failed", "authentication failed", "does not exist", "no password supplied")
+# Causes that waiting will not cure, though the driver reports them as a failure to connect.
+_REFUSED = (
+    "authentication failed",
+    "does not exist",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "ssl was required",
+    "does not support ssl",
+    "permission denied",
+)
+# Keepalives on every PostgreSQL connection, both ways: a worker cut off from the server notices in
+# about a minute, and the server drops a cut-off holder's session (and so its locks) as fast, instead
+# of after the kernel's two hours. idle_session_timeout=0: a lock's session waits idle during an
+# alias move or a training step and must not be dropped for it.
+_PG_SESSION = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
+    " -c idle_session_timeout=0",
+}
+_LIBPQ_DRIVERS = {"psycopg", "psycopg2"}
 _schema_ready: set[str] = set()
 _schema_guard = threading.Lock()
+
+
+class _Held(threading.local):
+    """The locks this thread holds, per store URL, innermost last (with its session on PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.locks: list[tuple[str, str, Any]] = []
+
+
+_held = _Held()
 
 
 def sqlite_url(path: Path) -> str:
@@ -139,7 +175,7 @@ class Metadata:
         conflict = StorageError(
             f"{kind} of {scope} ({name or 'default'}) was changed by another writer; nothing written"
         )
-        with self._errors(f"writing {kind} of {scope}"), self._engine().begin() as conn:
+        with self._writing(f"writing {kind} of {scope}") as conn:
             if expected is None:
                 found = conn.execute(sa.select(t.c.revision).where(*where)).first()
                 expected = int(found[0]) if found else 0
@@ -164,13 +200,13 @@ class Metadata:
         tables = _tables()
         t = tables.documents
         statement = tables.sa.delete(t).where(t.c.kind == kind, t.c.scope == scope, t.c.name == name)
-        with self._errors(f"deleting {kind} of {scope}"), self._engine().begin() as conn:
+        with self._writing(f"deleting {kind} of {scope}") as conn:
             conn.execute(statement)
 
     def append(self, stream: str, *bodies: str) -> None:
         """Append lines to ``stream`` durably, all or none (committed before this returns)."""
         tables = _tables()
-        with self._errors(f"appending to {stream}"), self._engine().begin() as conn:
+        with self._writing(f"appending to {stream}") as conn:
             for body in bodies:
                 conn.execute(tables.sa.insert(tables.lines).values(stream=stream, body=body))
 
@@ -190,28 +226,97 @@ class Metadata:
 
         Waits as long as another holder keeps it. A holder that dies releases it (PostgreSQL drops
         the session's advisory locks with its connection; the kernel drops a dead process's flock).
+        Locks are not re-entrant: taking one this thread already holds raises instead of waiting
+        for itself forever.
+
+        Raises:
+            RuntimeError: this thread already holds ``name`` on this store.
         """
+        if any(url == self.url and held == name for url, held, _ in _held.locks):
+            raise RuntimeError(f"the lock {name} is already held by this thread; taking it again would never end")
         path = self.sqlite_file
         if path is not None:
             digest = hashlib.sha256(name.encode()).hexdigest()[:24]
-            with file_lock(path.parent / f"{path.name}.locks" / f"{digest}.lock"):
+            with ExitStack() as stack:
+                with self._errors(f"taking the lock {name}"):
+                    stack.enter_context(file_lock(path.parent / f"{path.name}.locks" / f"{digest}.lock"))
+                stack.enter_context(self._holding(name, None))
                 yield
             return
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        with self._errors(f"taking the lock {name}"):
-            conn = self._engine().connect()
+        with self._advisory_lock(name) as session, self._holding(name, session):
+            yield
+
+    def confirm(self, name: str) -> None:
+        """Make sure this thread still holds the lock ``name``: call it right before an outside change.
+
+        Raises:
+            RuntimeError: this thread never took ``name``.
+            StorageError: the database dropped the lock's session, so another process may hold it.
+        """
+        for url, held, session in reversed(_held.locks):
+            if url == self.url and held == name:
+                if session is not None:
+                    with self._errors(f"checking the lock {name}"), self._fenced(name, session):
+                        session.exec_driver_sql("SELECT 1")
+                        session.commit()
+                return
+        raise RuntimeError(f"the lock {name} is not held by this thread")
+
+    @contextmanager
+    def _holding(self, name: str, session: Any) -> Iterator[None]:
+        _held.locks.append((self.url, name, session))
         try:
-            with self._errors(f"taking the lock {name}"):
-                conn.exec_driver_sql("SELECT pg_advisory_lock(%(key)s)", {"key": key})
-                conn.commit()
             yield
         finally:
+            _held.locks.pop()
+
+    @contextmanager
+    def _advisory_lock(self, name: str) -> Iterator[Any]:
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        # A session of its own, outside the pool: a process waiting for many locks cannot starve its
+        # own reads and writes of connections.
+        with self._errors(f"taking the lock {name}"):
+            session = self._lock_engine.connect()
+        try:
+            with self._errors(f"taking the lock {name}"):
+                session.exec_driver_sql("SELECT pg_advisory_lock(%(key)s)", {"key": key})
+                session.commit()
+            yield session
+        finally:
             try:
-                conn.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": key})
-                conn.commit()
-            except Exception:  # noqa: BLE001 - a lost connection already released its locks
-                conn.invalidate()
-            conn.close()
+                session.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": key})
+                session.commit()
+            except Exception:  # noqa: BLE001 - a lost session already released its locks
+                session.invalidate()
+            session.close()
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[Any]:
+        """A transaction for a write: on the session of the innermost lock this thread holds here, if any."""
+        session = next(((n, c) for url, n, c in reversed(_held.locks) if url == self.url and c is not None), None)
+        if session is None:
+            with self._errors(what), self._engine().begin() as conn:
+                yield conn
+            return
+        name, conn = session
+        with self._errors(what), self._fenced(name, conn), conn.begin():
+            yield conn
+
+    @contextmanager
+    def _fenced(self, name: str, session: Any) -> Iterator[None]:
+        from sqlalchemy import exc as sa_exc
+
+        lost = StorageError(
+            f"metadata store {self.display}: lost the lock {name} (its session was dropped); nothing written"
+        )
+        if session.invalidated:
+            raise lost
+        try:
+            yield
+        except sa_exc.DBAPIError as exc:
+            if exc.connection_invalidated or session.invalidated:
+                raise lost from None
+            raise
 
     def _absent(self) -> bool:
         path = self.sqlite_file
@@ -238,12 +343,24 @@ class Metadata:
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
                 return engine
             return sa.create_engine(
-                self.url,
-                pool_pre_ping=True,
-                pool_size=3,
-                max_overflow=4,
-                connect_args={"connect_timeout": max(1, round(self.connect_timeout))},
+                self.url, pool_pre_ping=True, pool_size=3, max_overflow=4, connect_args=self._connect_args()
             )
+
+    @cached_property
+    def _lock_engine(self) -> sa.Engine:
+        import sqlalchemy as sa
+
+        self._engine()  # the tables exist before a lock's session writes through them
+        with self._errors("opening the store"):
+            return sa.create_engine(self.url, poolclass=sa.pool.NullPool, connect_args=self._connect_args())
+
+    def _connect_args(self) -> dict[str, Any]:
+        from sqlalchemy.engine import make_url
+
+        args: dict[str, Any] = {"connect_timeout": max(1, round(self.connect_timeout))}
+        if make_url(self.url).get_dialect().driver in _LIBPQ_DRIVERS:
+            args |= _PG_SESSION
+        return args
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -259,12 +376,21 @@ class Metadata:
             raise StorageError(f"metadata store {self.display}: no driver: {_first_line(exc)}") from None
         except sa_exc.DBAPIError as exc:
             raise self._translate(exc, what) from None
+        except sa_exc.TimeoutError as exc:  # every pooled connection busy: load, not a fault
+            raise TransientStorageError(f"metadata store {self.display} is busy ({what}): {_first_line(exc)}") from None
+        except (sa_exc.SQLAlchemyError, ValueError, OSError) as exc:
+            # A malformed URL (a port that is no number), a SQLite path that cannot be created.
+            raise StorageError(f"metadata store {self.display}: {what} failed: {_first_line(exc)}") from None
 
     def _translate(self, exc: Any, what: str) -> StorageError:
+        from sqlalchemy import exc as sa_exc
+
         first = _first_line(exc.orig if exc.orig is not None else exc)
-        if any(marker in first for marker in _REFUSED):
+        if any(marker in first.lower() for marker in _REFUSED):
             return StorageError(f"metadata store {self.display} refused the connection ({what}): {first}")
-        return TransientStorageError(f"metadata store {self.display} is unreachable ({what}): {first}")
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return TransientStorageError(f"metadata store {self.display} is unreachable ({what}): {first}")
+        return StorageError(f"metadata store {self.display}: {what} failed: {first}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import subprocess
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from retrainer.data.synth import demo_config, make_batch
 from retrainer.errors import StorageError, TransientStorageError
 from retrainer.monitor.incidents import CheckRecord, IncidentBook, assess
 from retrainer.storage import Metadata, S3Access, S3Blobs, Storage
-from tests.scale.stack import Stack
+from tests.scale.stack import BIN, Stack, clean_environ
 
 pytestmark = pytest.mark.scale
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -130,6 +132,71 @@ def _hold_forever(url: str) -> None:
         time.sleep(600)
 
 
+def _take_and_write(url: str) -> None:
+    metadata = Metadata(url)
+    with metadata.lock("promotion:lost-lock"):
+        metadata.put("intent", "lost-lock", "winner", "{}")
+
+
+def _drop_lock_sessions(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        dropped = conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            )
+        ).all()
+    engine.dispose()
+    return len(dropped)
+
+
+def test_a_holder_whose_session_was_dropped_writes_nothing_under_the_lock_it_lost(stack: Stack) -> None:
+    url = stack.postgres_url("retrainer")
+    metadata = Metadata(url)
+    context = multiprocessing.get_context("spawn")
+    with metadata.lock("promotion:lost-lock"):
+        metadata.put("intent", "lost-lock", "before", "{}")
+        assert _drop_lock_sessions(url) == 1  # what a network cut or an administrator does to the holder
+        winner = context.Process(target=_take_and_write, args=(url,))
+        winner.start()
+        winner.join(timeout=120)
+        assert winner.exitcode == 0  # the lock was free: another process took it and wrote
+        with pytest.raises(StorageError, match="lost the lock promotion:lost-lock"):
+            metadata.confirm("promotion:lost-lock")  # what a promotion asks before it moves an alias
+        with pytest.raises(StorageError, match="lost the lock promotion:lost-lock"):
+            metadata.put("intent", "lost-lock", "after", "{}")
+        with pytest.raises(StorageError, match="lost the lock promotion:lost-lock"):
+            metadata.append("history/lost-lock", "{}")
+    assert [name for name, _ in metadata.documents("intent", "lost-lock")] == ["before", "winner"]
+    assert metadata.lines("history/lost-lock") == []
+    with metadata.lock("promotion:lost-lock"):  # and the lock works again
+        metadata.put("intent", "lost-lock", "after", "{}")
+
+
+def test_processes_waiting_for_a_lock_leave_its_holder_connections_to_work_with(stack: Stack) -> None:
+    metadata = Metadata(stack.postgres_url("retrainer"))
+    with metadata.lock("busy"):
+        waiters = [threading.Thread(target=_wait_for, args=(metadata, "busy")) for _ in range(10)]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(2)  # all ten are blocked in pg_advisory_lock now
+        began = time.monotonic()
+        metadata.put("manifest", "busy", "", "{}")
+        assert metadata.get("manifest", "busy") is not None
+        assert time.monotonic() - began < 10  # the pool's connections were not all taken by the waiters
+    for waiter in waiters:
+        waiter.join(timeout=60)
+    assert not any(waiter.is_alive() for waiter in waiters)
+
+
+def _wait_for(metadata: Metadata, name: str) -> None:
+    with metadata.lock(name):
+        pass
+
+
 def test_wrong_credentials_are_final_errors_that_never_show_the_secret(stack: Stack, tmp_path: Path) -> None:
     wrong = Metadata(stack.postgres_url("retrainer", password="not-the-password"))  # noqa: S106 (a wrong one on purpose)
     with pytest.raises(StorageError) as refused:
@@ -143,6 +210,17 @@ def test_wrong_credentials_are_final_errors_that_never_show_the_secret(stack: St
         blobs.check()
     assert not isinstance(denied.value, TransientStorageError)
     assert "refused the credentials" in str(denied.value) and "not-the-secret" not in str(denied.value)
+
+    # What a worker's operator runs (and `retrainer serve` does first): one clear line, no secret.
+    env = clean_environ() | stack.s3_env() | {"RETRAINER_HOME": str(tmp_path), "RETRAINER_DATA_URL": stack.data_url}
+    right = env | {"RETRAINER_METADATA_URL": stack.postgres_url("retrainer")}
+    wrong_url = stack.postgres_url("retrainer", password="not-the-password")  # noqa: S106 (a wrong one on purpose)
+    for bad in (env | {"RETRAINER_METADATA_URL": wrong_url}, right | {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}):
+        checked = subprocess.run([BIN / "retrainer", "check"], env=bad, capture_output=True, text=True, timeout=120)
+        assert checked.returncode == 1 and checked.stderr.startswith("error: "), checked.stderr
+        assert "refused" in checked.stderr and "not-the-" not in checked.stdout + checked.stderr
+    ok = subprocess.run([BIN / "retrainer", "check"], env=right, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "reachable" in ok.stdout, ok.stderr
 
 
 def test_an_unreachable_object_store_is_transient_and_named(stack: Stack) -> None:

@@ -88,3 +88,41 @@ def test_an_invalid_url_is_a_final_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match=r"invalid URL|no driver") as raised:
         Metadata("nosuchdb+driver://x:y@host/db").check()
     assert not isinstance(raised.value, TransientStorageError)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://retrainer:pw@127.0.0.1:notaport/retrainer",  # a port that is no number
+        "postgresql+psycopg://retrainer:pw@127.0.0.1:9/retrainer?nosuchoption=1",  # refused by libpq, not the net
+    ],
+)
+def test_a_malformed_server_url_is_a_final_error_naming_the_store(url: str) -> None:
+    with pytest.raises(StorageError, match=r"metadata store .*127\.0\.0\.1") as raised:
+        Metadata(url, connect_timeout=2).get("manifest", "churn")
+    assert not isinstance(raised.value, TransientStorageError)
+    assert "pw@" not in str(raised.value)
+
+
+def test_a_sqlite_path_that_cannot_be_created_is_a_final_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(StorageError, match="metadata store") as raised:
+        Metadata(sqlite_url(tmp_path / "a-file" / "metadata.db")).put("manifest", "churn", "", "{}")
+    assert not isinstance(raised.value, TransientStorageError)
+
+
+def test_taking_a_lock_this_thread_holds_raises_instead_of_waiting_forever(tmp_path: Path) -> None:
+    metadata = Metadata(sqlite_url(tmp_path / "metadata.db"))
+    with metadata.lock("promotion:churn"):
+        with metadata.lock("aliases:churn"):  # another name nests
+            metadata.confirm("aliases:churn")
+            metadata.confirm("promotion:churn")
+        with pytest.raises(RuntimeError, match="already held by this thread"), metadata.lock("promotion:churn"):
+            pass
+        # Another store's lock of the same name is another lock.
+        with Metadata(sqlite_url(tmp_path / "other.db")).lock("promotion:churn"):
+            pass
+    with metadata.lock("promotion:churn"):  # released by the block, whatever happened inside
+        pass
+    with pytest.raises(RuntimeError, match="not held"):
+        metadata.confirm("promotion:churn")
