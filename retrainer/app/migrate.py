@@ -12,7 +12,8 @@ Each becomes the same JSON in the metadata store; batches and quarantine copies 
 the same keys when the data store is elsewhere (an ``s3://`` URL, another folder). The migration
 never changes or deletes the old files, and never overwrites: a model whose manifest, history or
 incident state is already in the metadata store keeps it (reported as skipped), so running it
-twice is harmless. Run it with no worker running.
+twice is harmless (a model's history is marked as moved once it is, so intents announced since are
+not brought back). Run it with no worker running.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from retrainer.monitor.incidents import INCIDENTS
 from retrainer.storage import LocalBlobs, Storage
 
 _AREAS = {LABELLED: "", TRAFFIC: TRAFFIC, LABELS: LABELS}
+# Written last for a model's history: intents are dropped once announced, so "absent" alone cannot
+# tell a finished migration from an unfinished one.
+MIGRATED = "migrated"
 
 
 @dataclass
@@ -67,6 +71,7 @@ def migrate(home: Path, data_root: Path, storage: Storage, dry_run: bool = False
 
 def _models(home: Path, data_root: Path) -> list[str]:
     named = {p.parent.name for p in data_root.glob("*/manifest.json")}
+    named |= {p.parent.parent.name for area in (TRAFFIC, LABELS) for p in data_root.glob(f"*/{area}/manifest.json")}
     named |= {p.stem for p in (home / "history").glob("*.jsonl")}
     named |= {p.stem for p in (home / "incidents").glob("*.json")}
     return sorted(named)
@@ -125,18 +130,22 @@ def _migrate_history(directory: Path, model: str, storage: Storage, dry_run: boo
     intents = [p for p in intents if not p.name.startswith(".tmp-")]
     if not lines and not intents:
         return
+    if storage.metadata.get(MIGRATED, model, "history") is not None:
+        done.skipped.append(f"history of {model}: already moved")
+        return
     present = {name for name, _ in storage.metadata.documents(INTENT, model)}
     missing = [p for p in intents if p.stem not in present]
-    if storage.metadata.lines(stream) and not missing:
-        done.skipped.append(f"history of {model}: already in the metadata store")
-        return
+    # A stream already written (an earlier, interrupted run) is kept whole, never appended to twice.
+    appended = [] if storage.metadata.lines(stream) else lines
     if not dry_run:
         # Intents first: each is reconciled against the alias whether or not its history line came.
         for path in missing:
             storage.metadata.put(INTENT, model, path.stem, path.read_text(encoding="utf-8"), expected=0)
-        if not storage.metadata.lines(stream):
-            storage.metadata.append(stream, *lines)
-    done.moved.append(f"history of {model}: {len(lines)} decision(s), {len(missing)} unannounced change(s)")
+        if appended:
+            storage.metadata.append(stream, *appended)
+        marker = json.dumps({"decisions": len(appended), "intents": len(missing)})
+        storage.metadata.put(MIGRATED, model, "history", marker, expected=0)
+    done.moved.append(f"history of {model}: {len(appended)} decision(s), {len(missing)} unannounced change(s)")
 
 
 def _lines(path: Path) -> list[str]:

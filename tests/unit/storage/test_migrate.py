@@ -90,6 +90,24 @@ def test_migration_moves_every_record_and_copies_the_data_once(tmp_path: Path) -
     assert (home / "history" / "churn.jsonl").exists()  # the old files are left as they were
 
 
+def test_a_second_migration_brings_back_no_announced_change_and_appends_no_line_twice(tmp_path: Path) -> None:
+    home = tmp_path / "old"
+    legacy = _legacy_home(home)
+    storage = Storage(LocalBlobs(tmp_path / "new-data"), Metadata(sqlite_url(tmp_path / "new" / "metadata.db")))
+    history = History(storage.metadata, "churn")
+    # An interrupted first run: the lines went in, the run died before its intents and its mark.
+    storage.metadata.append(history.stream, *(home / "history" / "churn.jsonl").read_text().splitlines())
+
+    first = migrate(home, home / "data", storage)
+    assert "history of churn: 0 decision(s), 1 unannounced change(s)" in first.moved
+    assert history.entries() == [legacy["entry"]]
+    history.drop_intent(history.intents()[0])  # what a worker does once it announced the change
+
+    again = migrate(home, home / "data", storage)
+    assert "history of churn: already moved" in again.skipped and again.moved == []
+    assert history.intents() == [] and history.entries() == [legacy["entry"]]
+
+
 def test_migration_in_place_copies_no_data_and_a_dry_run_writes_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
     _legacy_home(home)
@@ -113,3 +131,26 @@ def test_the_command_reports_what_it_moved(tmp_path: Path) -> None:
     assert "moved  history of churn: 1 decision(s), 1 unannounced change(s)" in shown.stdout
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
     assert "skipped  manifest of churn (labelled): already in the metadata store" in again.stdout
+
+
+def test_the_command_reads_the_old_batches_where_retrainer_data_root_kept_them(tmp_path: Path) -> None:
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    _legacy_home(home)
+    (home / "data").rename(elsewhere)
+    env = {"RETRAINER_HOME": str(home), "RETRAINER_DATA_ROOT": str(elsewhere), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "retrainer.app.cli", "migrate"]
+    shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert "moved  manifest of churn (labelled): 2 batch(es), 1 quarantined" in shown.stdout
+    assert "0 data object(s) copied" in shown.stdout  # the store in force is that folder: nothing to copy
+
+
+def test_the_check_command_reaches_the_default_stores(tmp_path: Path) -> None:
+    env = {"RETRAINER_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "retrainer.app.cli", "check"]
+    shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert f"metadata store sqlite:///{tmp_path / 'home' / 'metadata.db'}: reachable" in shown.stdout
+    unwritable = tmp_path / "a-file"
+    unwritable.write_text("")
+    env["RETRAINER_METADATA_URL"] = f"sqlite:///{unwritable / 'metadata.db'}"
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: metadata store sqlite:///"), refused.stderr
