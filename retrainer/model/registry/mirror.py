@@ -4,9 +4,9 @@ Against a tracking server, answering ``status`` from MLflow means importing it a
 calls: seconds. Every time retrainer moves an alias (and once more when a promotion's version tags
 are written), :meth:`AliasMirror.record` stores the version it points to with its run's tags and
 metrics in one document per model. :class:`MirrorReader` answers ``status`` from that document and
-asks the registry only for a model retrainer never moved an alias of (state from before the
-mirror, or a model promoted outside retrainer). An alias someone moves by hand in MLflow shows
-in ``status`` after retrainer's next move.
+asks the registry only for an alias retrainer never moved (state from before the mirror, a model
+promoted outside retrainer, the champion of a model whose first move since was a challenger). An
+alias someone moves by hand in MLflow shows in ``status`` after retrainer's next move.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class AliasMirror:
 
 
 class MirrorReader:
-    """Answers ``status``'s questions from the mirror; asks ``fallback()`` only for an unmirrored model.
+    """Answers ``status``'s questions from the mirror; asks ``fallback()`` only for an unmirrored alias.
 
     Args:
         mirror: The alias mirror.
@@ -68,11 +68,11 @@ class MirrorReader:
 
     def alias(self, model: str, alias: str) -> VersionInfo | None:
         """The version ``alias`` points to, as retrainer last moved it."""
-        aliases = self.mirror.aliases(model)
-        if aliases is None:
+        aliases = self.mirror.aliases(model) or {}
+        if alias not in aliases:  # never moved by retrainer since the mirror: only the registry knows
             return self._registry().alias(model, alias)
-        entry = aliases.get(alias)
-        if entry is None:
+        entry = aliases[alias]
+        if entry is None:  # retrainer unset it
             return None
         found = VersionInfo(**entry["version"])
         if found.run_id:
