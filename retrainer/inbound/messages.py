@@ -146,20 +146,26 @@ def outside_landing_roots(notice: DataNotice, roots: list[str]) -> str | None:
     """
     if not roots:
         return "data notices are refused: webhook.landing_roots is not configured"
-    bases = [_lexical(root) for root in roots]
     for path in notice.files:
-        scheme, lexical = _lexical(path)
-        if not any(scheme == s and lexical != base and lexical.is_relative_to(base) for s, base in bases):
+        if not any(_under(path, root) for root in roots):
             return f"{path[:200]!r} is not under any of webhook.landing_roots"
     return None
 
 
-def _lexical(path: str) -> tuple[str, PurePosixPath]:
-    """The scheme (``file`` or ``s3``) and the normalised path; an S3 URL's path starts with its bucket."""
-    # normpath folds '.' and repeated slashes; '..' was refused by path_problem.
+def _under(path: str, root: str) -> bool:
+    """Whether ``path`` lies strictly below ``root``, both local paths or both ``s3://`` URLs."""
+    if is_s3_url(path) != is_s3_url(root):
+        return False
     if is_s3_url(path):
-        return "s3", PurePosixPath(posixpath.normpath("/" + path.removeprefix("s3://")))
-    return "file", PurePosixPath(posixpath.normpath(path))
+        # An S3 key is literal: "landing//x" and "./landing/x" are other keys than "landing/x", so
+        # nothing is normalised and a key with an empty, "." or ".." segment is never under a root.
+        key = path.removeprefix("s3://")
+        if any(segment in {"", ".", ".."} for segment in key.split("/")):
+            return False
+        return key.startswith(root.removeprefix("s3://").rstrip("/") + "/")
+    # normpath folds '.' and repeated slashes; '..' was refused by path_problem.
+    lexical, base = PurePosixPath(posixpath.normpath(path)), PurePosixPath(posixpath.normpath(root))
+    return lexical != base and lexical.is_relative_to(base)
 
 
 def _content_digest(message: BaseModel) -> str:

@@ -171,6 +171,16 @@ def test_data_notice_paths_have_a_fixed_lexical_meaning(path: str, rule: str) ->
         (["/landing"], ["/landing"], "is not under"),
         (["/etc/shadow"], ["/landing", "/srv/drop"], "is not under"),
         (["/srv/drop/x.csv"], ["/landing", "/srv/drop"], None),
+        (["s3://data/landing/day1/a.parquet"], ["s3://data/landing/"], None),
+        (["s3://data-evil/landing/a.parquet"], ["s3://data/landing"], "is not under"),
+        (["s3://data/landing-other/a.parquet"], ["s3://data/landing"], "is not under"),
+        # S3 keys are literal: these name objects outside the landing prefix.
+        (["s3://data//landing/a.parquet"], ["s3://data/landing"], "is not under"),
+        (["s3://data/./landing/a.parquet"], ["s3://data/landing"], "is not under"),
+        (["s3://data/landing/./a.parquet"], ["s3://data/landing"], "is not under"),
+        (["s3://data/landing"], ["s3://data/landing"], "is not under"),
+        (["/data/landing/a.parquet"], ["s3://data/landing"], "is not under"),
+        (["s3://landing/a.parquet"], ["/landing"], "is not under"),
     ],
 )
 def test_data_notices_name_files_under_the_landing_roots_only(
