@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from retrainer.errors import StorageError
 from retrainer.monitor.incidents import (
     IncidentBook,
     IncidentState,
@@ -162,10 +163,14 @@ def _beat(book: IncidentBook, lease_id: UUID, stop: threading.Event) -> None:
 
     with get_client(sync_client=True) as client:
         while not stop.wait(HEARTBEAT_SECONDS):
+            # One missed beat is harmless (the lease and the heartbeat outlive several); a dead thread
+            # would let the lease lapse under a live retrain.
             try:
                 client.renew_concurrency_lease(lease_id, LEASE_SECONDS)
-            # One missed renewal is harmless (the lease outlives many beats); a dead thread would not be.
             except Exception as exc:  # noqa: BLE001
                 get_logger("retrainer.single_flight").warning("could not renew retrain lease %s: %s", lease_id, exc)
                 continue
-            book.update(lambda state: (heartbeat(state, str(lease_id), datetime.now(UTC)), None))
+            try:
+                book.update(lambda state: (heartbeat(state, str(lease_id), datetime.now(UTC)), None))
+            except StorageError as exc:
+                get_logger("retrainer.single_flight").warning("could not record the retrain heartbeat: %s", exc)

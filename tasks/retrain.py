@@ -46,6 +46,7 @@ from retrainer.cycle.record import decision_markdown
 from retrainer.cycle.refit import Promotable, refit_recipe, refit_wanted
 from retrainer.cycle.windows import ChosenChallenger, WindowChoice, choose_window, corrected_policy
 from retrainer.data.features import label_vector
+from retrainer.errors import TransientError
 from retrainer.inbound.sender import transient_http_error
 from retrainer.judge.policy import Judgement
 from retrainer.model.history import Intent
@@ -94,7 +95,7 @@ def describe_trigger(
     )
 
 
-@task(name="count-labels")
+@store_task("count-labels")
 def count_incident_labels(model: str, config: ModelConfig, trigger: Trigger) -> LabelCount | None:
     """The labels a retrain of a traffic incident can use (None for any other retrain); see ``cycle.labels``."""
     ws = workspace()
@@ -107,7 +108,7 @@ def count_incident_labels(model: str, config: ModelConfig, trigger: Trigger) -> 
     return found
 
 
-@task(name="wait-for-labels")
+@store_task("wait-for-labels")
 def wait_for_labels(model: str, labels: LabelCount) -> None:
     """End this retrain without deciding: its incident stays open until labels join (``labels.joined``)."""
     now = datetime.now(UTC)
@@ -115,7 +116,7 @@ def wait_for_labels(model: str, labels: LabelCount) -> None:
     book.update(lambda state: (retrain_waits_for_labels(state, now, labels.incident_key), None))
 
 
-@task(name="claim-retrain")
+@store_task("claim-retrain")
 def claim_retrain_slot(model: str, config: ModelConfig, trigger: Trigger) -> str | None:
     """Record the retrain as in flight, unless it repeats one (see ``claim_retrain``): then say why."""
     now, policy = datetime.now(UTC), config.drift.incident
@@ -124,11 +125,11 @@ def claim_retrain_slot(model: str, config: ModelConfig, trigger: Trigger) -> str
 
 
 def only_transient_http(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry condition: retry only when the Prefect API could not be reached or answered 429 / 5xx."""
+    """Retry condition: retry only when the Prefect API or a store could not be reached (or answered 429 / 5xx)."""
     try:
         state.result()
-    except Exception as exc:  # noqa: BLE001 - anything but a transient HTTP failure is final
-        return transient_http_error(exc)
+    except Exception as exc:  # noqa: BLE001 - anything but a transient failure is final
+        return isinstance(exc, TransientError) or transient_http_error(exc)
     return False
 
 
@@ -221,7 +222,7 @@ def unannounced_events(intents: list[Intent]) -> list[events.Event]:
     return [announcement_event(intent) for intent in intents]
 
 
-@task(name="mark-announced")
+@store_task("mark-announced")
 def mark_announced(model: str, keys: list[str | None]) -> None:
     """Forget the intents whose events were emitted."""
     history = workspace().history(model)
@@ -248,7 +249,7 @@ def report_progress(artifact_id: str, percent: float) -> None:
     update_progress_artifact(UUID(artifact_id), percent)
 
 
-@task(name="note-retrain-finished")
+@store_task("note-retrain-finished")
 def note_retrain_finished(decision: Decision) -> None:
     """Close the incident this retrain answered; a promotion restarts the cooldown."""
     now, promoted = datetime.now(UTC), decision.outcome is Outcome.PROMOTED

@@ -96,7 +96,7 @@ def _finite(value: float | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-@task(name="mark-joins-announced", cache_policy=NO_CACHE)
+@store_task("mark-joins-announced")
 def mark_joins_announced(model: str, report: JoinReport) -> None:
     """Record that the joined batches' ``labels.joined`` events were sent (call after emitting them)."""
     mark_announced(workspace().data(model), [b.batch_id for b in report.unannounced])
