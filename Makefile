@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: install demo test test-ui test-scale lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions bench-traffic bench-scale clean
+.PHONY: install demo test test-ui test-scale lint typecheck docs check lock bench bench-smoke bench-drift bench-decisions bench-traffic bench-scale scale-engines clean
 
 install: $(STAMP) $(SERVING_STAMP)
 
@@ -54,10 +54,12 @@ test-ui: install
 # The scaled layout on this machine (tests/scale): PostgreSQL 15, Redis, SeaweedFS S3, two Prefect API replicas
 # + one services process, MLflow on PostgreSQL/S3, process workers. Debian's postgresql and redis-server are
 # installed if missing; the tests fail (not skip) without them.
-test-scale: install
+test-scale: install scale-engines
+	RETRAINER_SCALE_REQUIRED=1 $(BIN)/python -m pytest -m scale tests/scale -p no:randomly
+
+scale-engines:
 	test -x /usr/lib/postgresql/15/bin/initdb && command -v redis-server >/dev/null \
 		|| (timeout 300 apt-get update -q && timeout 600 apt-get install -y -q postgresql redis-server)
-	RETRAINER_SCALE_REQUIRED=1 $(BIN)/python -m pytest -m scale tests/scale -p no:randomly
 
 # Every measure of bench/bench.py at 100k and 1M rows (about an hour here); writes bench/RESULTS.md.
 bench: install
@@ -85,7 +87,7 @@ bench-decisions: install
 
 # The scaled layout on this machine: the 3-model event-driven story with 1 worker vs 2, and one retrain at
 # 100k rows on the embedded default vs the scaled layout (~15 min here); writes bench/RESULTS-scale.md.
-bench-scale: install
+bench-scale: install scale-engines
 	$(BIN)/python bench/scale.py $(if $(ROWS),--rows $(ROWS))
 
 # Unlabelled traffic at scale: a 1M-row inference batch observed and checked for drift, then 1M late
