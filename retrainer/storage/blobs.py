@@ -280,8 +280,7 @@ class S3Blobs:
 
     def _translate(self, exc: Exception, what: str) -> Exception:
         text = str(exc)
-        lowered = text.lower()
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        lowered, first = text.lower(), first_line(exc)
         if any(marker in text for marker in _REFUSED_TEXT):
             return StorageError(f"data store {self.name} refused the credentials ({what}): {first}")
         if isinstance(exc, ConnectionError | TimeoutError) or any(m in lowered for m in _UNREACHABLE_TEXT):
@@ -339,7 +338,7 @@ def s3_errors(store: str, what: str) -> Iterator[None]:
     except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError) as exc:
         raise TransientStorageError(f"data store {store} is unreachable ({what}): {type(exc).__name__}") from None
     except BotoCoreError as exc:  # a bucket name S3 cannot take, a malformed endpoint: waiting will not help
-        raise StorageError(f"data store {store}: {what} failed: {_first_line(exc)}") from None
+        raise StorageError(f"data store {store}: {what} failed: {first_line(exc)}") from None
 
 
 def read_object(url: str, max_bytes: int, access: S3Access | None = None) -> bytes:
@@ -381,6 +380,7 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
         os.fchmod(handle.fileno(), mode)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), for one-line reports."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

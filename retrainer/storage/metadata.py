@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer.errors import StorageError, TransientStorageError
 from retrainer.fsutil import file_lock
+from retrainer.storage.blobs import first_line
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -232,7 +233,7 @@ class Metadata:
         Raises:
             RuntimeError: this thread already holds ``name`` on this store.
         """
-        if any(url == self.url and held == name for url, held, _ in _held.locks):
+        if any(held == name for held, _ in self._held_here()):
             raise RuntimeError(f"the lock {name} is already held by this thread; taking it again would never end")
         path = self.sqlite_file
         if path is not None:
@@ -246,6 +247,10 @@ class Metadata:
         with self._advisory_lock(name) as session, self._holding(name, session):
             yield
 
+    def _held_here(self) -> list[tuple[str, Any]]:
+        """The locks this thread holds on this store, innermost first: (name, session or None)."""
+        return [(name, session) for url, name, session in reversed(_held.locks) if url == self.url]
+
     def confirm(self, name: str) -> None:
         """Make sure this thread still holds the lock ``name``: call it right before an outside change.
 
@@ -253,8 +258,8 @@ class Metadata:
             RuntimeError: this thread never took ``name``.
             StorageError: the database dropped the lock's session, so another process may hold it.
         """
-        for url, held, session in reversed(_held.locks):
-            if url == self.url and held == name:
+        for held, session in self._held_here():
+            if held == name:
                 if session is not None:
                     with self._errors(f"checking the lock {name}"), self._fenced(name, session):
                         session.exec_driver_sql("SELECT 1")
@@ -293,7 +298,7 @@ class Metadata:
     @contextmanager
     def _writing(self, what: str) -> Iterator[Any]:
         """A transaction for a write: on the session of the innermost lock this thread holds here, if any."""
-        session = next(((n, c) for url, n, c in reversed(_held.locks) if url == self.url and c is not None), None)
+        session = next(((n, c) for n, c in self._held_here() if c is not None), None)
         if session is None:
             with self._errors(what), self._engine().begin() as conn:
                 yield conn
@@ -371,31 +376,26 @@ class Metadata:
         except (StorageError, TransientStorageError):
             raise
         except sa_exc.ArgumentError as exc:
-            raise StorageError(f"metadata store {self.display}: invalid URL: {_first_line(exc)}") from None
+            raise StorageError(f"metadata store {self.display}: invalid URL: {first_line(exc)}") from None
         except sa_exc.NoSuchModuleError as exc:
-            raise StorageError(f"metadata store {self.display}: no driver: {_first_line(exc)}") from None
+            raise StorageError(f"metadata store {self.display}: no driver: {first_line(exc)}") from None
         except sa_exc.DBAPIError as exc:
             raise self._translate(exc, what) from None
         except sa_exc.TimeoutError as exc:  # every pooled connection busy: load, not a fault
-            raise TransientStorageError(f"metadata store {self.display} is busy ({what}): {_first_line(exc)}") from None
+            raise TransientStorageError(f"metadata store {self.display} is busy ({what}): {first_line(exc)}") from None
         except (sa_exc.SQLAlchemyError, ValueError, OSError) as exc:
             # A malformed URL (a port that is no number), a SQLite path that cannot be created.
-            raise StorageError(f"metadata store {self.display}: {what} failed: {_first_line(exc)}") from None
+            raise StorageError(f"metadata store {self.display}: {what} failed: {first_line(exc)}") from None
 
     def _translate(self, exc: Any, what: str) -> StorageError:
         from sqlalchemy import exc as sa_exc
 
-        first = _first_line(exc.orig if exc.orig is not None else exc)
+        first = first_line(exc.orig if exc.orig is not None else exc)
         if any(marker in first.lower() for marker in _REFUSED):
             return StorageError(f"metadata store {self.display} refused the connection ({what}): {first}")
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
             return TransientStorageError(f"metadata store {self.display} is unreachable ({what}): {first}")
         return StorageError(f"metadata store {self.display}: {what} failed: {first}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
